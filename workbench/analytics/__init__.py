@@ -1,0 +1,3 @@
+"""workbench.analytics (public API re-exported here)."""
+
+__all__: list[str] = []

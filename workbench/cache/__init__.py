@@ -1,0 +1,3 @@
+"""workbench.cache (public API re-exported here)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""workbench.router (public API re-exported here)."""
+
+__all__: list[str] = []
