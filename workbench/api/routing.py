@@ -41,7 +41,7 @@ from workbench.errors import InputError
 __all__ = ["SETTINGS_KEY", "ApiRequest", "ApiRouter", "Reply", "RouteSpec"]
 
 SETTINGS_KEY = web.AppKey("workbench_settings", Settings)
-REQUEST_ID_KEY = "workbench_request_id"
+REQUEST_ID_KEY = web.RequestKey("workbench_request_id", str)
 
 Handler = Callable[["ApiRequest"], Awaitable[Any]]
 Hook = Callable[[web.Application], Awaitable[None]]
