@@ -1,0 +1,141 @@
+"""Seeded random numbers inside Numba kernels.
+
+The generator is xoshiro256** (Blackman and Vigna, 2018) on a ``uint64[4]`` state array that
+the caller owns and passes into every kernel, so a search replays exactly from its seed and
+two searches never share hidden global state (Numba's own ``np.random`` is per-thread global
+state, which would make replays depend on what else ran in the process).
+
+Samplers: uniform on [0, 1), standard normal (Box-Muller), gamma (Marsaglia and Tsang 2000,
+with the ``U**(1/k)`` boost for shape < 1), beta (ratio of gammas) and the Normal-Inverse-chi^2
+posterior draw used by the Gaussian score models. Every kernel here has a plain-Python twin in
+``tests/mcts/naive.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+__all__ = [
+    "rng_beta",
+    "rng_gamma",
+    "rng_integers",
+    "rng_normal",
+    "rng_seed",
+    "rng_uint64",
+    "rng_uniform",
+]
+
+
+_U7 = np.uint64(7)
+_U17 = np.uint64(17)
+_U45 = np.uint64(45)
+_U11 = np.uint64(11)
+_U30 = np.uint64(30)
+_U27 = np.uint64(27)
+_U31 = np.uint64(31)
+_U64 = np.uint64(64)
+_FIVE = np.uint64(5)
+_NINE = np.uint64(9)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_INV_2_53 = 1.0 / 9007199254740992.0
+
+
+@nb.njit(cache=True, nogil=True)
+def _rotl(x: np.uint64, k: np.uint64) -> np.uint64:
+    return (x << k) | (x >> (_U64 - k))
+
+
+@nb.njit(cache=True, nogil=True)
+def rng_seed(seed: int) -> np.ndarray:
+    """A fresh ``uint64[4]`` state from an integer seed (SplitMix64 expansion)."""
+    state = np.empty(4, dtype=np.uint64)
+    z = np.uint64(seed & 0x7FFFFFFFFFFFFFFF)
+    for i in range(4):
+        z = z + _GOLDEN
+        x = z
+        x = (x ^ (x >> _U30)) * _MIX1
+        x = (x ^ (x >> _U27)) * _MIX2
+        state[i] = x ^ (x >> _U31)
+    return state
+
+
+@nb.njit(cache=True, nogil=True)
+def rng_uint64(state: np.ndarray) -> np.uint64:
+    """The next 64 random bits; advances ``state`` in place."""
+    s0 = state[0]
+    s1 = state[1]
+    s2 = state[2]
+    s3 = state[3]
+    result = _rotl(s1 * _FIVE, _U7) * _NINE
+    t = s1 << _U17
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, _U45)
+    state[0] = s0
+    state[1] = s1
+    state[2] = s2
+    state[3] = s3
+    return result
+
+
+@nb.njit(cache=True, nogil=True)
+def rng_uniform(state: np.ndarray) -> float:
+    """Uniform on [0, 1) with 53 random bits."""
+    return float(rng_uint64(state) >> _U11) * _INV_2_53
+
+
+@nb.njit(cache=True, nogil=True)
+def rng_integers(state: np.ndarray, n: int) -> int:
+    """Uniform integer in ``[0, n)`` (``n >= 1``)."""
+    return min(int(rng_uniform(state) * n), n - 1)
+
+
+@nb.njit(cache=True, nogil=True)
+def rng_normal(state: np.ndarray) -> float:
+    """Standard normal by Box-Muller (one draw per pair of uniforms)."""
+    u1 = 1.0 - rng_uniform(state)  # in (0, 1]: log is finite
+    u2 = rng_uniform(state)
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@nb.njit(cache=True, nogil=True)
+def rng_gamma(state: np.ndarray, shape: float) -> float:
+    """Gamma(shape, scale=1) by Marsaglia and Tsang; ``shape > 0``."""
+    boost = 1.0
+    if shape < 1.0:
+        u = 1.0 - rng_uniform(state)
+        boost = u ** (1.0 / shape)
+        shape += 1.0
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        x = rng_normal(state)
+        v = 1.0 + c * x
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        u = 1.0 - rng_uniform(state)
+        x2 = x * x
+        if u < 1.0 - 0.0331 * x2 * x2:
+            return d * v * boost
+        if math.log(u) < 0.5 * x2 + d * (1.0 - v + math.log(v)):
+            return d * v * boost
+
+
+@nb.njit(cache=True, nogil=True)
+def rng_beta(state: np.ndarray, a: float, b: float) -> float:
+    """Beta(a, b) as X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b)."""
+    x = rng_gamma(state, a)
+    y = rng_gamma(state, b)
+    total = x + y
+    if total <= 0.0:  # both underflowed (tiny shapes): fall back to the mean
+        return a / (a + b)
+    return x / total
