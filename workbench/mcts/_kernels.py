@@ -16,7 +16,7 @@ import math
 import numba as nb
 import numpy as np
 
-from workbench.mcts._random import rng_beta, rng_gamma, rng_normal
+from workbench.mcts._random import rng_beta, rng_gamma, rng_normal, rng_uniform
 from workbench.mcts.types import (
     ALGO_AB_MCTS_A,
     ALGO_THOMPSON,
@@ -541,3 +541,143 @@ def env_search(
                 break
             node = _best_child(ints, floats, params, rng, node, algo, depth + 1)
     return added
+
+
+# --- agent orchestration ------------------------------------------------------------------
+# Columns of the per-agent parameter matrix (see AgentModel.kernel_params).
+A_ALPHA, A_BETA, A_MU, A_KAPPA, A_A, A_B, A_USAGE_A, A_USAGE_B, A_RELIABILITY = range(9)
+
+
+@nb.njit(cache=True, nogil=True)
+def simulate_agent(agents: np.ndarray, agent: int, rng: np.ndarray) -> tuple:
+    """One predicted outcome of ``agent`` from its models (no sleeping, no real call).
+
+    Returns ``(reward, success, latency_ms, tokens)`` with the platform's reward
+    ``0.5 quality + 0.3 max(0, 1 - ms/10000) + 0.2 max(0, 1 - tokens/1000)`` where quality is
+    1 on success and 0 on failure.
+    """
+    p = rng_beta(rng, agents[agent, A_ALPHA], agents[agent, A_BETA])
+    success = rng_uniform(rng) < p
+    tau = rng_gamma(rng, agents[agent, A_A]) / agents[agent, A_B]
+    mean = agents[agent, A_MU] + rng_normal(rng) / math.sqrt(agents[agent, A_KAPPA] * tau)
+    ms = max(mean + rng_normal(rng) / math.sqrt(tau), 0.0)
+    rate = rng_gamma(rng, agents[agent, A_USAGE_A]) / agents[agent, A_USAGE_B]
+    tokens = -math.log(1.0 - rng_uniform(rng)) / rate
+    quality = 1.0 if success else 0.0
+    reward = (
+        0.5 * quality + 0.3 * max(0.0, 1.0 - ms / 10000.0) + 0.2 * max(0.0, 1.0 - tokens / 1000.0)
+    )
+    return reward, success, ms, tokens
+
+
+@nb.njit(cache=True, nogil=True)
+def orchestrate_search(
+    ints: np.ndarray,
+    floats: np.ndarray,
+    header: np.ndarray,
+    agents: np.ndarray,
+    iterations: int,
+    max_depth: int,
+    c: float,
+    gamma: float,
+    w_thompson: float,
+    prior_a: float,
+    prior_b: float,
+    budget: float,
+    rng: np.ndarray,
+) -> tuple:
+    """Search over sequences of agents: ``iterations`` times select (``w_thompson`` x a Beta
+    Thompson draw + (1 - w) x UCB1 of each child), expand one *untried* agent (chosen by
+    Thompson sampling of the agents' success models), simulate it with
+    :func:`simulate_agent` together with the agents above it (the path's value is their mean
+    reward), and backpropagate it discounted by ``gamma`` per level.
+    A node at ``max_depth`` is re-simulated instead of expanded. Each simulation spends
+    ``tokens / 1000`` of ``budget``; the search stops when it is spent.
+
+    The caller guarantees ``iterations`` free columns. Returns ``(iterations done, budget
+    left)``.
+    """
+    n_agents = agents.shape[0]
+    tried = np.zeros(n_agents, dtype=np.bool_)
+    done = 0
+    for _ in range(iterations):
+        if budget <= 0.0:
+            break
+        node = 0
+        leaf = -1
+        while leaf < 0:
+            d = ints[I_DEPTH, node]
+            if d >= max_depth:
+                leaf = node
+                break
+            nc = ints[I_N_CHILDREN, node]
+            if nc < n_agents:
+                tried[:] = False
+                child = ints[I_FIRST_CHILD, node]
+                while child >= 0:
+                    tried[ints[I_ACTION, child]] = True
+                    child = ints[I_NEXT_SIBLING, child]
+                best = -1
+                best_val = -1.0
+                for a in range(n_agents):
+                    if not tried[a]:
+                        v = rng_beta(rng, agents[a, A_ALPHA], agents[a, A_BETA])
+                        if v > best_val:
+                            best_val = v
+                            best = a
+                new = header[H_SIZE]
+                header[H_SIZE] = new + 1
+                ints[I_PARENT, new] = node
+                ints[I_FIRST_CHILD, new] = -1
+                ints[I_NEXT_SIBLING, new] = ints[I_FIRST_CHILD, node]
+                ints[I_FIRST_CHILD, node] = new
+                ints[I_N_CHILDREN, new] = 0
+                ints[I_N_CHILDREN, node] = nc + 1
+                ints[I_DEPTH, new] = d + 1
+                ints[I_ACTION, new] = best
+                ints[I_VISITS, new] = 0
+                floats[F_SCORE, new] = 0.0
+                floats[F_SUM, new] = 0.0
+                floats[F_SUMSQ, new] = 0.0
+                leaf = new
+                break
+            parent_n = float(ints[I_VISITS, node])
+            best = -1
+            best_val = -_INF
+            child = ints[I_FIRST_CHILD, node]
+            while child >= 0:
+                n = float(ints[I_VISITS, child])
+                s = floats[F_SUM, child]
+                ts = rng_beta(rng, prior_a + s, prior_b + max(n - s, 0.0))
+                val = w_thompson * ts + (1.0 - w_thompson) * ucb_score(n, s, parent_n, c)
+                if val > best_val or best < 0:
+                    best_val = val
+                    best = child
+                child = ints[I_NEXT_SIBLING, child]
+            node = best
+        if leaf == 0:
+            break  # max_depth 0: nothing to search
+        # The value of a sequence is the mean predicted reward of its agents, so every
+        # agent on the path is credited for its own part (the platform rewarded the leaf
+        # agent only, which drowns the first agent's signal in its successors').
+        total = 0.0
+        count = 0
+        p = leaf
+        while p > 0:
+            r1, _, _, tokens = simulate_agent(agents, ints[I_ACTION, p], rng)
+            budget -= tokens * 0.001
+            total += r1
+            count += 1
+            p = ints[I_PARENT, p]
+        reward = total / count
+        floats[F_SCORE, leaf] += reward
+        r = reward
+        p = leaf
+        while p >= 0:
+            ints[I_VISITS, p] += 1
+            floats[F_SUM, p] += r
+            floats[F_SUMSQ, p] += r * r
+            r *= gamma
+            p = ints[I_PARENT, p]
+        done += 1
+    return done, budget

@@ -77,22 +77,22 @@ _U = np.uint64
 
 
 @nb.njit(cache=True, nogil=True)
-def _mix_u(z: np.uint64) -> int:
+def _mix_u(z: np.uint64) -> np.int64:
     """SplitMix64 finaliser; returns a non-negative int64 (a well-spread hash)."""
     z = z + _U(0x9E3779B97F4A7C15)
     z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
     z = z ^ (z >> _U(31))
-    return int(z >> _U(1))
+    return np.int64(z >> _U(1))
 
 
 @nb.njit(cache=True, nogil=True)
-def _mix(x: int) -> int:
+def _mix(x: int) -> np.int64:
     return _mix_u(_U(x))
 
 
 @nb.njit(cache=True, nogil=True)
-def _child(state: int, action: int) -> int:
+def _child(state: int, action: int) -> np.int64:
     """State of the child reached by ``action`` (a hash of the path)."""
     return _mix_u(_U(state) * _U(31) + _U(action + 1))
 
@@ -295,27 +295,25 @@ def refinement_task(gain: float, *, seed: int = 0, noise: float = 0.5) -> Callab
 
 
 def drift_task(
-    qualities: tuple[float, ...] = (0.35, 0.5, 0.65), *, seed: int = 0, concentration: float = 6.0
+    qualities: tuple[float, ...] = (-0.5, 0.0, 0.5), *, seed: int = 0, step: float = 0.15
 ) -> dict[str, Callable[[Any], Any]]:
-    """Several generators ``g0, g1, ...`` of different quality.
+    """Several generators ``g0, g1, ...`` of different quality ``q_i``.
 
-    Generator ``i`` answers from scratch with a score ``x ~ Beta(q_i c, (1 - q_i) c)``, and
-    refines a parent by ``x + 0.2 (q_i - 0.5) + N(0, 0.08^2)`` clipped to [0, 1], so good
-    generators' refinements drift up and poor ones' drift down. The best generator is the
-    one with the highest quality. The state is the score.
+    The state is a latent quality ``z``; the score is ``sigmoid(z - 1)`` (never saturates).
+    Generator ``i`` answers from scratch with ``z ~ N(q_i, 1)`` and refines a parent by
+    ``z + step * q_i + 0.3 N(0, 1)``, so good generators' refinements drift up and poor
+    ones' drift down. The best generator is the one with the highest quality.
+    Deterministic given ``seed`` and the sequence of calls.
     """
     rnd = np.random.default_rng(seed)
 
     def make(q: float) -> Callable[[Any], Any]:
-        a, b = q * concentration, (1.0 - q) * concentration
-        drift = 0.2 * (q - 0.5)
-
         def generate(parent: Any) -> tuple[float, float]:
             if parent is None:
-                x = float(rnd.beta(a, b))
+                z = q + float(rnd.normal())
             else:
-                x = min(max(float(parent) + drift + 0.08 * float(rnd.normal()), 0.0), 1.0)
-            return x, x
+                z = float(parent) + step * q + 0.3 * float(rnd.normal())
+            return z, _sigmoid(z - 1.0)
 
         return generate
 
