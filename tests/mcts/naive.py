@@ -336,9 +336,15 @@ def minimax(state: int, depth: int, b: int, d: int) -> float:
 
 
 def env_search(
-    tree: NaiveTree, p: list[float], rng: Rng, step_fn: Any, env_params: list[float],
-    branching: int, depth: int, iterations: int,
-) -> None:  # fmt: skip
+    tree: NaiveTree,
+    p: list[float],
+    rng: Rng,
+    step_fn: Any,
+    env_params: list[float],
+    branching: int,
+    depth: int,
+    iterations: int,
+) -> None:
     algo = int(p[T.P_ALGO])
     for _ in range(iterations):
         node = 0

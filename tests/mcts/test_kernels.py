@@ -87,9 +87,15 @@ def test_env_search_matches_reference(algo: str, make: str) -> None:
     ref = naive.NaiveTree(task.branching, env_state=task.root_state)
     p = [float(x) for x in get_algorithm(algo).params(task.branching, two_player=task.two_player)]
     naive.env_search(
-        ref, p, naive.Rng(11), step, [float(x) for x in task.env_params], task.branching,
-        task.depth, 300,
-    )  # fmt: skip
+        ref,
+        p,
+        naive.Rng(11),
+        step,
+        [float(x) for x in task.env_params],
+        task.branching,
+        task.depth,
+        300,
+    )
     tree = res.tree
     assert tree.size == len(ref.nodes)
     for i, node in enumerate(ref.nodes):

@@ -19,8 +19,13 @@ from workbench.mcts.orchestrate import (
 )
 
 AGENTS = ["planner", "retriever", "synthesizer", "coder", "personal-assistant"]
-TRUE_P = {"planner": 0.3, "retriever": 0.5, "synthesizer": 0.9, "coder": 0.4,
-          "personal-assistant": 0.2}  # fmt: skip
+TRUE_P = {
+    "planner": 0.3,
+    "retriever": 0.5,
+    "synthesizer": 0.9,
+    "coder": 0.4,
+    "personal-assistant": 0.2,
+}
 
 
 def executor(seed: int = 0):
@@ -41,8 +46,15 @@ def test_result_shape_and_determinism() -> None:
     assert a.best_action in AGENTS and 0 <= a.confidence <= 1
     assert a.search_metrics["iterations"] == 300 and a.search_metrics["nodesExplored"] == 300
     d = a.to_dict()
-    assert set(d) >= {"orchestrationId", "bestAction", "confidence", "searchMetrics",
-                      "executionPlan", "recommendations", "alternativePaths"}  # fmt: skip
+    assert set(d) >= {
+        "orchestrationId",
+        "bestAction",
+        "confidence",
+        "searchMetrics",
+        "executionPlan",
+        "recommendations",
+        "alternativePaths",
+    }
     assert d["executionPlan"]["riskAssessment"] in {"low", "medium", "high"}
     assert len(a.alternatives) <= 3 and a.outcome is None
     for path in (a.best_path, *a.alternatives):  # no agent twice among siblings
@@ -78,10 +90,11 @@ def test_learns_the_best_agent_from_outcomes() -> None:
     orc = Orchestrator()
     run = executor(0)
     picks = [
-        orc.orchestrate({"taskType": "qa"}, AGENTS, run,
-                        options=OrchestrationOptions(iterations=200, seed=i)).best_action
+        orc.orchestrate(
+            {"taskType": "qa"}, AGENTS, run, options=OrchestrationOptions(iterations=200, seed=i)
+        ).best_action
         for i in range(150)
-    ]  # fmt: skip
+    ]
     assert Counter(picks[-50:])["synthesizer"] >= 40
     ranks = orc.registry.rankings("qa")
     assert ranks[0]["agent"] == "synthesizer"
@@ -131,8 +144,10 @@ def test_feedback_and_visualization() -> None:
 
 def test_bounded_records() -> None:
     orc = Orchestrator(max_records=5, max_trees=2)
-    ids = [orc.orchestrate({}, ["a"], options=OrchestrationOptions(iterations=5)).orchestration_id
-           for _ in range(8)]  # fmt: skip
+    ids = [
+        orc.orchestrate({}, ["a"], options=OrchestrationOptions(iterations=5)).orchestration_id
+        for _ in range(8)
+    ]
     with pytest.raises(NotFoundError):
         orc.get(ids[0])
     assert orc.get(ids[-1]).orchestration_id == ids[-1]

@@ -1,9 +1,13 @@
 """Adaptive-branching Monte Carlo tree search (AB-MCTS) and agent orchestration.
 
-Inference-time search over generate functions (``search``, the ask/tell verbs, the async
-helper), the algorithms' registry (``ALGORITHMS``), and the tree they share. The jitted
-environments live in :mod:`workbench.mcts.tasks`, agent orchestration in
-:mod:`workbench.mcts.orchestrate`, persistence in :mod:`workbench.mcts.storage`.
+* inference-time search over generate functions: :func:`search`, the caller-driven verbs
+  :func:`init` / :func:`ask` / :func:`ask_batch` / :func:`tell` / :func:`step`, and
+  :func:`search_async` for ``async`` generate functions with bounded concurrency;
+* the algorithms' registry :data:`ALGORITHMS` (``"uct"``, ``"thompson"``, ``"ab-mcts-a"``,
+  ``"multi-model"``, ``"ab-mcts-m"``) and their configuration objects;
+* agent orchestration: :func:`orchestrate`, :func:`feedback` and :class:`Orchestrator`;
+* jitted environments in :mod:`workbench.mcts.tasks`, persistence in
+  :mod:`workbench.mcts.storage`.
 
 Example::
 
@@ -12,6 +16,15 @@ Example::
     result.top_k(3)  # [(state, score), ...] best first
 """
 
+from workbench.mcts.models import ModelRegistry
+from workbench.mcts.orchestrate import (
+    AgentOutcome,
+    OrchestrationOptions,
+    OrchestrationResult,
+    Orchestrator,
+    feedback,
+    orchestrate,
+)
 from workbench.mcts.policies import (
     ABMCTSA,
     ABMCTSM,
@@ -36,13 +49,19 @@ from workbench.mcts.search import (
     tell,
 )
 from workbench.mcts.tree import Tree
+from workbench.mcts.warmup import warmup
 
 __all__ = [
     "ABMCTSA",
     "ABMCTSM",
     "ALGORITHMS",
     "UCT",
+    "AgentOutcome",
     "Algorithm",
+    "ModelRegistry",
+    "OrchestrationOptions",
+    "OrchestrationResult",
+    "Orchestrator",
     "SearchResult",
     "SearchState",
     "ThompsonMCTS",
@@ -51,11 +70,14 @@ __all__ = [
     "abandon",
     "ask",
     "ask_batch",
+    "feedback",
     "get_algorithm",
     "init",
+    "orchestrate",
     "register_algorithm",
     "search",
     "search_async",
     "step",
     "tell",
+    "warmup",
 ]

@@ -179,9 +179,16 @@ class AgentModel:
         """``[alpha, beta, mu, kappa, a, b, usage_a, usage_b, reliability]`` for kernels."""
         s, lat = self.success, self.latency
         return [
-            s.alpha, s.beta, lat.mu, lat.kappa, lat.a, lat.b, self.usage_a, self.usage_b,
+            s.alpha,
+            s.beta,
+            lat.mu,
+            lat.kappa,
+            lat.a,
+            lat.b,
+            self.usage_a,
+            self.usage_b,
             self.reliability,
-        ]  # fmt: skip
+        ]
 
     def statistics(self) -> dict[str, Any]:
         lo, hi = wilson_interval(self.success.mean, self.success.alpha + self.success.beta)

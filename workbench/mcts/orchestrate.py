@@ -319,10 +319,20 @@ class Orchestrator:
         done, budget, chunk = 0, opts.budget, 256
         while done < opts.iterations and budget > 0 and time.perf_counter() < deadline:
             n, budget = _kernels.orchestrate_search(
-                tree.ints, tree.floats, tree.header, params, min(chunk, opts.iterations - done),
-                opts.max_depth, opts.exploration, opts.discount, opts.thompson_weight,
-                opts.prior_alpha, opts.prior_beta, budget, rng,
-            )  # fmt: skip
+                tree.ints,
+                tree.floats,
+                tree.header,
+                params,
+                min(chunk, opts.iterations - done),
+                opts.max_depth,
+                opts.exploration,
+                opts.discount,
+                opts.thompson_weight,
+                opts.prior_alpha,
+                opts.prior_beta,
+                budget,
+                rng,
+            )
             done += int(n)
             if n == 0:
                 break
@@ -345,9 +355,12 @@ class Orchestrator:
             reward = outcome_reward(outcome, opts.target_time_ms)
             if opts.learn:
                 self.registry.update(
-                    best_action, task_type, min(max(float(outcome.success), 0.0), 1.0),
-                    outcome.latency_ms, outcome.tokens,
-                )  # fmt: skip
+                    best_action,
+                    task_type,
+                    min(max(float(outcome.success), 0.0), 1.0),
+                    outcome.latency_ms,
+                    outcome.tokens,
+                )
         self.total += 1
         self.successful += int(outcome is not None and outcome.success >= 0.5)
         self.search_time_s += search_s
@@ -372,9 +385,13 @@ class Orchestrator:
         n = int(tree.ints[I_VISITS, node])
         agent = tree.actions[int(tree.ints[I_ACTION, node])]
         return PathStep(
-            node, agent, agent_type(agent), int(tree.ints[I_DEPTH, node]), n,
+            node,
+            agent,
+            agent_type(agent),
+            int(tree.ints[I_DEPTH, node]),
+            n,
             float(tree.floats[F_SUM, node]) / n if n else 0.0,
-        )  # fmt: skip
+        )
 
     def _greedy_path(self, tree: Tree, start: int) -> list[PathStep]:
         path: list[PathStep] = [] if start == 0 else [self._step(tree, start)]

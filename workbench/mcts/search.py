@@ -143,9 +143,14 @@ def ask_batch(state: SearchState, batch_size: int) -> list[Trial]:
     out = []
     for _ in range(batch_size):
         node, act = _kernels.select_expansion(
-            t.ints, t.floats, t.action_stats, t.node_action_stats, t.header, state.params,
+            t.ints,
+            t.floats,
+            t.action_stats,
+            t.node_action_stats,
+            t.header,
+            state.params,
             state.rng,
-        )  # fmt: skip
+        )
         tid = state.next_trial_id
         state.next_trial_id += 1
         state.running[tid] = (int(node), int(act))
@@ -173,9 +178,16 @@ def tell(state: SearchState, trial: Trial | int, result: tuple[Any, float]) -> i
     t = state.tree
     t.reserve(1)
     new = _kernels.add_child(
-        t.ints, t.floats, t.action_stats, t.node_action_stats, t.header, pending[0], pending[1],
-        score, True,
-    )  # fmt: skip
+        t.ints,
+        t.floats,
+        t.action_stats,
+        t.node_action_stats,
+        t.header,
+        pending[0],
+        pending[1],
+        score,
+        True,
+    )
     t.states.append(user_state)
     state.finished[tid] = int(new)
     return int(new)
@@ -386,9 +398,13 @@ def search(
         raise InputError(f"batch_size: must be >= 1, got {batch_size}")
     if state is None:
         state = init(
-            generate_fns, algorithm=algorithm, seed=seed, max_depth=max_depth,
-            capacity=iterations + 1, **knobs,
-        )  # fmt: skip
+            generate_fns,
+            algorithm=algorithm,
+            seed=seed,
+            max_depth=max_depth,
+            capacity=iterations + 1,
+            **knobs,
+        )
     elif tuple(generate_fns) != state.actions:
         raise InputError(f"generate_fns: names {list(generate_fns)} differ from the state's")
     limits = _Limits(state.actions, time_limit_s, budget, costs, cancel, t0)
@@ -407,8 +423,12 @@ def _run_sequential(
     """The hot loop: one kernel call per step (tell the last result and select the next)."""
     t = state.tree
     ints, floats, acts, nacts, header = (
-        t.ints, t.floats, t.action_stats, t.node_action_stats, t.header,
-    )  # fmt: skip
+        t.ints,
+        t.floats,
+        t.action_stats,
+        t.node_action_stats,
+        t.header,
+    )
     params, rng, states, names = state.params, state.rng, t.states, t.actions
     tell_and_select = _kernels.tell_and_select
     perf = time.perf_counter
@@ -512,9 +532,13 @@ async def search_async(
     if not isinstance(generate_fns, Mapping) or not generate_fns:
         raise InputError("generate_fns: need a non-empty mapping of name -> function")
     state = init(
-        generate_fns, algorithm=algorithm, seed=seed, max_depth=max_depth,
-        capacity=iterations + 1, **knobs,
-    )  # fmt: skip
+        generate_fns,
+        algorithm=algorithm,
+        seed=seed,
+        max_depth=max_depth,
+        capacity=iterations + 1,
+        **knobs,
+    )
     limits = _Limits(state.actions, time_limit_s, budget, costs, cancel, t0)
     index = {name: i for i, name in enumerate(state.actions)}
     gen_s = 0.0

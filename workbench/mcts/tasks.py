@@ -74,6 +74,7 @@ class Task:
 
 
 _U = np.uint64
+IntLike = int | np.int64
 
 
 @nb.njit(cache=True, nogil=True)
@@ -87,23 +88,23 @@ def _mix_u(z: np.uint64) -> np.int64:
 
 
 @nb.njit(cache=True, nogil=True)
-def _mix(x: int) -> np.int64:
+def _mix(x: IntLike) -> np.int64:
     return _mix_u(_U(x))
 
 
 @nb.njit(cache=True, nogil=True)
-def _child(state: int, action: int) -> np.int64:
+def _child(state: IntLike, action: int) -> np.int64:
     """State of the child reached by ``action`` (a hash of the path)."""
     return _mix_u(_U(state) * _U(31) + _U(action + 1))
 
 
 @nb.njit(cache=True, nogil=True)
-def _hash01(x: int) -> float:
+def _hash01(x: IntLike) -> float:
     return (_mix(x) >> 10) / 9007199254740992.0
 
 
 @nb.njit(cache=True, nogil=True)
-def _random_walk_step(params: np.ndarray, state: int, action: int, depth: int, rng: np.ndarray):
+def _random_walk_step(params: np.ndarray, state: IntLike, action: int, depth: int, rng: np.ndarray):
     b = int(params[0])
     d = params[1]
     pos = state + 2 * action - (b - 1)
@@ -115,13 +116,17 @@ def random_walk(branching: int = 5, depth: int = 10, noise: float = 0.1) -> Task
     """Random walk: action ``a`` moves by ``2a - (branching - 1)``."""
     _check_shape(branching, depth)
     return Task(
-        "random-walk", _random_walk_step, np.array([branching, depth, noise], dtype=np.float64),
-        branching, depth, optimum=1.0,
-    )  # fmt: skip
+        "random-walk",
+        _random_walk_step,
+        np.array([branching, depth, noise], dtype=np.float64),
+        branching,
+        depth,
+        optimum=1.0,
+    )
 
 
 @nb.njit(cache=True, nogil=True)
-def _beta_step(params: np.ndarray, state: int, action: int, depth: int, rng: np.ndarray):
+def _beta_step(params: np.ndarray, state: IntLike, action: int, depth: int, rng: np.ndarray):
     child = _child(state, action)
     return child, rng_beta(rng, params[2 * action], params[2 * action + 1])
 
@@ -142,7 +147,7 @@ def beta_generators(
 
 
 @nb.njit(cache=True, nogil=True)
-def _game_step(params: np.ndarray, state: int, action: int, depth: int, rng: np.ndarray):
+def _game_step(params: np.ndarray, state: IntLike, action: int, depth: int, rng: np.ndarray):
     b = int(params[0])
     d = int(params[1])
     child = _child(state, action)
@@ -153,7 +158,7 @@ def _game_step(params: np.ndarray, state: int, action: int, depth: int, rng: np.
 
 
 @nb.njit(cache=True, nogil=True)
-def _minimax(state: int, depth: int, b: int, d: int) -> float:
+def _minimax(state: IntLike, depth: int, b: int, d: int) -> float:
     if depth == d:
         return _hash01(state)
     best = -1.0 if depth % 2 == 0 else 2.0
@@ -168,7 +173,7 @@ def random_game(branching: int = 3, depth: int = 6, seed: int = 0) -> Task:
     _check_shape(branching, depth)
     if branching**depth > 20_000_000:
         raise InputError("random_game: branching**depth must be <= 2e7 (exact minimax)")
-    root = _mix(int(seed) + 12345)
+    root = int(_mix(int(seed) + 12345))
     params = np.array([branching, depth], dtype=np.float64)
     value = float(_minimax(root, 0, branching, depth))
     return Task("random-game", _game_step, params, branching, depth, True, value, root)
@@ -243,9 +248,17 @@ def run(
     rng = rng_seed(int(seed))
     t0 = time.perf_counter()
     _kernels.env_search(
-        tree.ints, tree.floats, tree.header, params, rng, task.step_fn, task.env_params,
-        task.branching, task.depth, iterations,
-    )  # fmt: skip
+        tree.ints,
+        tree.floats,
+        tree.header,
+        params,
+        rng,
+        task.step_fn,
+        task.env_params,
+        task.branching,
+        task.depth,
+        iterations,
+    )
     elapsed = time.perf_counter() - t0
     kids = tree.children(0)
     visits = [0] * task.branching
