@@ -19,6 +19,14 @@ M64 = (1 << 64) - 1
 
 
 # --- random numbers ---------------------------------------------------------------------
+ZR = 3.442619855899
+_V = 9.91256303526217e-3
+ZX = [_V / math.exp(-0.5 * ZR * ZR), ZR]
+for _ in range(126):
+    ZX.append(math.sqrt(-2.0 * math.log(_V / ZX[-1] + math.exp(-0.5 * ZX[-1] ** 2))))
+ZX.append(0.0)
+
+
 class Rng:
     """xoshiro256** seeded by SplitMix64."""
 
@@ -56,9 +64,22 @@ class Rng:
         return min(int(self.uniform() * n), n - 1)
 
     def normal(self) -> float:
-        u1 = 1.0 - self.uniform()
-        u2 = self.uniform()
-        return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+        while True:
+            bits = self.next64()
+            i = bits & 127
+            u = 2.0 * ((bits >> 11) / 9007199254740992.0) - 1.0
+            z = u * ZX[i]
+            if abs(z) < ZX[i + 1]:
+                return z
+            if i == 0:
+                while True:
+                    a = -math.log(1.0 - self.uniform()) / ZR
+                    b = -math.log(1.0 - self.uniform())
+                    if 2.0 * b > a * a:
+                        return ZR + a if u > 0 else -(ZR + a)
+            f0, f1 = math.exp(-0.5 * ZX[i] ** 2), math.exp(-0.5 * ZX[i + 1] ** 2)
+            if f1 + self.uniform() * (f0 - f1) < math.exp(-0.5 * z * z):
+                return z
 
     def gamma(self, shape: float) -> float:
         boost = 1.0
@@ -119,12 +140,25 @@ class Node:
     pending: int = 0  # pending trials expanding this node directly
     env_state: int = 0
     terminal_visits: list[float] = field(default_factory=list)  # jitted path revisits
+    pooled: bool = True  # only its own score so far (AB-MCTS-A leaf pool)
+    explicit: list[int] = field(default_factory=list)  # children out of the pool, newest first
+    mark: int = 0
 
 
 class NaiveTree:
     def __init__(self, n_actions: int, env_state: int = 0) -> None:
         self.n_actions = n_actions
-        self.nodes = [Node(-1, 0, -1, 0.0, env_state=env_state)]
+        self.nodes = [Node(-1, 0, -1, 0.0, env_state=env_state, pooled=False)]
+        self.sweep = 0
+
+    def unpool_path(self, i: int) -> None:
+        """``i`` and its ancestors (not the root) leave their parents' leaf pools."""
+        while i > 0:
+            nd = self.nodes[i]
+            if nd.pooled:
+                nd.pooled = False
+                self.nodes[nd.parent].explicit.insert(0, i)
+            i = nd.parent
 
     # statistics recomputed by walking subtrees
     def subtree(self, i: int) -> list[int]:
@@ -186,6 +220,71 @@ def best_child(tree: NaiveTree, p: list[float], rng: Rng, node: int, algo: int, 
             val = posterior_sample(n, s, q, p, rng)
         if val > best_val or best < 0:
             best, best_val = c, val
+    return best
+
+
+def t2_quantile(p: float) -> float:
+    return (2.0 * p - 1.0) / math.sqrt(2.0 * p * (1.0 - p))
+
+
+def leaf_location_scale(x: float, p: list[float]) -> tuple[float, float]:
+    m0, k0, t0 = p[T.P_PRIOR_M], p[T.P_PRIOR_KAPPA], p[T.P_PRIOR_TAU2]
+    kn = k0 + 1
+    tn = (t0 + k0 * (m0 - x) ** 2 / kn) / 2
+    return (k0 * m0 + x) / kn, math.sqrt(tn / kn)
+
+
+def best_child_pooled(tree: NaiveTree, p: list[float], rng: Rng, node: int, max_depth: int):
+    """The kernel's leaf-pool sweep, written out (see ``_best_child_pooled``)."""
+    best, best_val = -1, -math.inf
+    for c in tree.nodes[node].explicit:
+        if tree.nodes[c].depth < max_depth:
+            val = posterior_sample(*tree.stats(c, p[T.P_VIRTUAL]), p, rng)
+            if val > best_val or best < 0:
+                best, best_val = c, val
+    kids = tree.nodes[node].children
+    count = sum(tree.nodes[c].pooled for c in kids)
+    if count == 0 or tree.nodes[node].depth + 1 >= max_depth:
+        return best
+    tree.sweep += 1
+    sweep, v_used = tree.sweep, 0.0
+    if count > 16:
+        (m_a, s_a), (m_b, s_b) = leaf_location_scale(0.0, p), leaf_location_scale(1.0, p)
+        m_max, s_max = max(m_a, m_b), max(s_a, s_b)
+        lo, span = kids[0], kids[-1] - kids[0] + 1
+        j = 0
+        while j < count:
+            v = 1.0 - (1.0 - v_used) * (1.0 - rng.uniform()) ** (1.0 / (count - j))
+            if v >= 0.5 or v <= 0.0:
+                break
+            tq = t2_quantile(1.0 - v)
+            if best >= 0 and m_max + s_max * tq <= best_val:
+                return best
+            found = -1
+            for _ in range(64):
+                i = lo + rng.integers(span)
+                nd = tree.nodes[i]
+                if nd.parent == node and nd.pooled and nd.mark != sweep:
+                    found = i
+                    break
+            if found < 0:
+                break
+            tree.nodes[found].mark = sweep
+            m, s = leaf_location_scale(tree.nodes[found].score, p)
+            if m + s * tq > best_val or best < 0:
+                best, best_val = found, m + s * tq
+            v_used = v
+            j += 1
+        if j == count:
+            return best
+    for c in _kernel_order(kids):
+        nd = tree.nodes[c]
+        if nd.pooled and nd.mark != sweep:
+            v = min(max(v_used + (1.0 - v_used) * rng.uniform(), 1e-300), 1.0 - 1e-16)
+            m, s = leaf_location_scale(nd.score, p)
+            val = m + s * t2_quantile(1.0 - v)
+            if val > best_val or best < 0:
+                best, best_val = c, val
     return best
 
 
@@ -277,7 +376,14 @@ def select_expansion(tree: NaiveTree, p: list[float], rng: Rng) -> tuple[int, in
         elif algo == T.ALGO_AB_MCTS_A:
             expand = not nd.children or gen_beats_cont(tree, p, rng, node)
             if not expand:
-                child = best_child(tree, p, rng, node, algo, max_depth)
+                pooled = (
+                    int(p[T.P_DIST]) != T.DIST_BETA and p[T.P_PRIOR_NU] == 1.0
+                    and p[T.P_TWO_PLAYER] == 0.0
+                )  # fmt: skip
+                if pooled:
+                    child = best_child_pooled(tree, p, rng, node, max_depth)
+                else:
+                    child = best_child(tree, p, rng, node, algo, max_depth)
                 expand = child < 0
         else:
             expand = not nd.children
@@ -287,12 +393,14 @@ def select_expansion(tree: NaiveTree, p: list[float], rng: Rng) -> tuple[int, in
         if expand:
             action = choose_action(tree, p, rng, node, algo)
             nd.pending += 1
+            tree.unpool_path(node)
             return node, action
         node = child
 
 
 def tell(tree: NaiveTree, parent: int, action: int, score: float) -> int:
     tree.nodes[parent].pending -= 1
+    tree.unpool_path(parent)
     return tree.add(parent, action, score)
 
 

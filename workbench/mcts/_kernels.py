@@ -16,7 +16,7 @@ import math
 import numba as nb
 import numpy as np
 
-from workbench.mcts._random import rng_beta, rng_gamma, rng_normal, rng_uniform
+from workbench.mcts._random import rng_beta, rng_gamma, rng_integers, rng_normal, rng_uniform
 from workbench.mcts.types import (
     ALGO_AB_MCTS_A,
     ALGO_THOMPSON,
@@ -29,16 +29,23 @@ from workbench.mcts.types import (
     F_SUM,
     F_SUMSQ,
     H_SIZE,
+    H_SWEEP,
     I_ACTION,
     I_DEPTH,
     I_ENV_STATE,
     I_FIRST_CHILD,
+    I_LO,
+    I_MARK,
     I_N_CHILDREN,
+    I_N_POOL,
     I_NEXT_SIBLING,
     I_PARENT,
     I_PENDING,
     I_PENDING_GEN,
+    I_POOL,
     I_VISITS,
+    I_X_HEAD,
+    I_X_NEXT,
     P_ALGO,
     P_C,
     P_DIST,
@@ -81,6 +88,9 @@ def init_root(ints: np.ndarray, floats: np.ndarray, header: np.ndarray, env_stat
     ints[I_FIRST_CHILD, 0] = -1
     ints[I_NEXT_SIBLING, 0] = -1
     ints[I_ACTION, 0] = -1
+    ints[I_X_HEAD, 0] = -1
+    ints[I_X_NEXT, 0] = -1
+    ints[I_LO, 0] = -1
     ints[I_ENV_STATE, 0] = env_state
     header[H_SIZE] = 1
 
@@ -174,6 +184,139 @@ def _best_child(
                 best = child
         child = ints[I_NEXT_SIBLING, child]
     return best
+
+
+_SMALL_POOL = 16
+_POOL_TRIES = 64
+
+
+@nb.njit(cache=True, nogil=True)
+def _unpool(ints: np.ndarray, node: int) -> None:
+    """Move ``node`` from its parent's leaf pool to the parent's explicit list."""
+    if ints[I_POOL, node] == 1:
+        ints[I_POOL, node] = 0
+        parent = ints[I_PARENT, node]
+        ints[I_N_POOL, parent] -= 1
+        ints[I_X_NEXT, node] = ints[I_X_HEAD, parent]
+        ints[I_X_HEAD, parent] = node
+
+
+@nb.njit(cache=True, nogil=True)
+def t2_quantile(p: float) -> float:
+    """Quantile of Student's t with 2 degrees of freedom (closed form), ``0 < p < 1``."""
+    return (2.0 * p - 1.0) / math.sqrt(2.0 * p * (1.0 - p))
+
+
+@nb.njit(cache=True, nogil=True)
+def leaf_location_scale(x: float, params: np.ndarray) -> tuple:
+    """Location and scale of the Student-t (2 dof) posterior of a child whose only
+    observation is its own score ``x`` (Gaussian model with ``prior_nu = 1``)."""
+    m0 = params[P_PRIOR_M]
+    k0 = params[P_PRIOR_KAPPA]
+    t0 = params[P_PRIOR_TAU2]
+    kn = k0 + 1.0
+    mn = (k0 * m0 + x) / kn
+    tn = (t0 + k0 * (m0 - x) * (m0 - x) / kn) / 2.0
+    return mn, math.sqrt(tn / kn)
+
+
+@nb.njit(cache=True, nogil=True)
+def _best_child_pooled(
+    ints: np.ndarray,
+    floats: np.ndarray,
+    header: np.ndarray,
+    params: np.ndarray,
+    rng: np.ndarray,
+    node: int,
+    max_depth: int,
+) -> int:
+    """Thompson sampling over the children of ``node`` without drawing for every leaf child.
+
+    Exact in distribution for the Gaussian model with ``prior_nu = 1`` and scores in
+    [0, 1]. Children that left the leaf pool are drawn one by one. A pooled child's draw is
+    ``m(x) + s(x) T`` with ``T ~ t_2``, and ``m(x) <= m_max``, ``s(x) <= s_max`` over [0, 1].
+    Each pooled child gets an independent uniform ``V`` and the draw ``m + s Q(1 - V)``;
+    the uniforms are generated in increasing order (order statistics of ``c`` uniforms) and
+    handed to distinct pooled children picked uniformly at random, so the dominating values
+    ``m_max + s_max Q(1 - V)`` decrease. While ``V < 1/2`` each child's draw is at most its
+    dominating value, so once a dominating value falls below the best draw no remaining
+    child can win and the sweep stops. If ``V`` reaches 1/2 or random picking keeps missing,
+    the remaining children are drawn one by one with ``V`` uniform above the last one used.
+    The expected work is O(1 + explicit children) for large pools instead of O(children).
+    """
+    vl = params[P_VIRTUAL]
+    best = -1
+    best_val = -_INF
+    child = ints[I_X_HEAD, node]
+    while child >= 0:
+        if ints[I_DEPTH, child] < max_depth:
+            n, s, q = _child_stats(ints, floats, child, vl)
+            val = posterior_sample(n, s, q, params, rng)
+            if val > best_val or best < 0:
+                best_val = val
+                best = child
+        child = ints[I_X_NEXT, child]
+    c = ints[I_N_POOL, node]
+    if c == 0 or ints[I_DEPTH, node] + 1 >= max_depth:
+        return best
+    v_used = 0.0
+    sweep = header[H_SWEEP] + 1
+    header[H_SWEEP] = sweep
+    if c > _SMALL_POOL:
+        m_a, s_a = leaf_location_scale(0.0, params)
+        m_b, s_b = leaf_location_scale(1.0, params)
+        m_max = max(m_a, m_b)
+        s_max = max(s_a, s_b)
+        lo = ints[I_LO, node]
+        span = ints[I_FIRST_CHILD, node] - lo + 1
+        j = 0
+        while j < c:
+            u = 1.0 - rng_uniform(rng)
+            v = 1.0 - (1.0 - v_used) * u ** (1.0 / (c - j))
+            if v >= 0.5 or v <= 0.0:
+                break
+            tq = t2_quantile(1.0 - v)
+            if best >= 0 and m_max + s_max * tq <= best_val:
+                return best
+            found = -1
+            for _ in range(_POOL_TRIES):
+                i = lo + rng_integers(rng, span)
+                if ints[I_PARENT, i] == node and ints[I_POOL, i] == 1 and ints[I_MARK, i] != sweep:
+                    found = i
+                    break
+            if found < 0:
+                break
+            ints[I_MARK, found] = sweep
+            m, s = leaf_location_scale(floats[F_SCORE, found], params)
+            val = m + s * tq
+            if val > best_val or best < 0:
+                best_val = val
+                best = found
+            v_used = v
+            j += 1
+        if j == c:
+            return best
+    child = ints[I_FIRST_CHILD, node]
+    while child >= 0:
+        if ints[I_POOL, child] == 1 and ints[I_MARK, child] != sweep:
+            v = v_used + (1.0 - v_used) * rng_uniform(rng)
+            v = min(max(v, 1e-300), 1.0 - 1e-16)
+            m, s = leaf_location_scale(floats[F_SCORE, child], params)
+            val = m + s * t2_quantile(1.0 - v)
+            if val > best_val or best < 0:
+                best_val = val
+                best = child
+        child = ints[I_NEXT_SIBLING, child]
+    return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _pool_applies(params: np.ndarray) -> bool:
+    return (
+        int(params[P_DIST]) != DIST_BETA
+        and params[P_PRIOR_NU] == 1.0
+        and params[P_TWO_PLAYER] == 0.0
+    )
 
 
 @nb.njit(cache=True, nogil=True)
@@ -334,6 +477,7 @@ def select_expansion(
     algo = int(params[P_ALGO])
     max_depth = int(params[P_MAX_DEPTH])
     width = int(params[P_WIDTH])
+    pooled = _pool_applies(params)
     node = 0
     while True:
         expand = False
@@ -351,7 +495,10 @@ def select_expansion(
             if ints[I_N_CHILDREN, node] == 0 or _gen_beats_cont(ints, floats, params, rng, node):
                 expand = True
             else:
-                child = _best_child(ints, floats, params, rng, node, algo, max_depth)
+                if pooled:
+                    child = _best_child_pooled(ints, floats, header, params, rng, node, max_depth)
+                else:
+                    child = _best_child(ints, floats, params, rng, node, algo, max_depth)
                 expand = child < 0
         else:  # ALGO_AB_MCTS_M
             if ints[I_N_CHILDREN, node] == 0:
@@ -367,6 +514,8 @@ def select_expansion(
             p = node
             while p >= 0:
                 ints[I_PENDING, p] += 1
+                if p > 0:
+                    _unpool(ints, p)
                 p = ints[I_PARENT, p]
             return node, action
         node = child
@@ -413,6 +562,15 @@ def add_child(
     ints[I_PENDING, new] = 0
     ints[I_PENDING_GEN, new] = 0
     ints[I_ENV_STATE, new] = 0
+    ints[I_POOL, new] = 1
+    ints[I_N_POOL, new] = 0
+    ints[I_X_HEAD, new] = -1
+    ints[I_X_NEXT, new] = -1
+    ints[I_LO, new] = -1
+    ints[I_MARK, new] = 0
+    ints[I_N_POOL, parent] += 1
+    if ints[I_LO, parent] < 0:
+        ints[I_LO, parent] = new
     sq = score * score
     floats[F_SCORE, new] = score
     floats[F_SUM, new] = score
@@ -441,6 +599,8 @@ def add_child(
         floats[F_SUMSQ, p] += sq
         if pending:
             ints[I_PENDING, p] -= 1
+        if p > 0:
+            _unpool(ints, p)
         p = ints[I_PARENT, p]
     return new
 
@@ -530,6 +690,9 @@ def env_search(
                 ints[I_PENDING, new] = 0
                 ints[I_PENDING_GEN, new] = 0
                 ints[I_ENV_STATE, new] = new_state
+                ints[I_POOL, new] = 0
+                ints[I_X_HEAD, new] = -1
+                ints[I_LO, new] = -1
                 floats[F_SCORE, new] = score
                 floats[F_SUM, new] = 0.0
                 floats[F_SUMSQ, new] = 0.0
@@ -637,6 +800,9 @@ def orchestrate_search(
                 ints[I_ACTION, new] = best
                 ints[I_VISITS, new] = 0
                 floats[F_SCORE, new] = 0.0
+                ints[I_POOL, new] = 0
+                ints[I_X_HEAD, new] = -1
+                ints[I_LO, new] = -1
                 floats[F_SUM, new] = 0.0
                 floats[F_SUMSQ, new] = 0.0
                 leaf = new

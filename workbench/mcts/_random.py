@@ -5,7 +5,7 @@ the caller owns and passes into every kernel, so a search replays exactly from i
 two searches never share hidden global state (Numba's own ``np.random`` is per-thread global
 state, which would make replays depend on what else ran in the process).
 
-Samplers: uniform on [0, 1), standard normal (Box-Muller), gamma (Marsaglia and Tsang 2000,
+Samplers: uniform on [0, 1), standard normal (ziggurat), gamma (Marsaglia and Tsang 2000,
 with the ``U**(1/k)`` boost for shape < 1), beta (ratio of gammas) and the Normal-Inverse-chi^2
 posterior draw used by the Gaussian score models. Every kernel here has a plain-Python twin in
 ``tests/mcts/naive.py``.
@@ -98,12 +98,43 @@ def rng_integers(state: np.ndarray, n: int) -> int:
     return min(int(rng_uniform(state) * n), n - 1)
 
 
+def _ziggurat_tables(layers: int = 128) -> np.ndarray:
+    """Layer edges ``x[0..layers]`` of the normal ziggurat (Marsaglia and Tsang 2000)."""
+    r = 3.442619855899
+    v = 9.91256303526217e-3
+    x = [v / math.exp(-0.5 * r * r), r]
+    for _ in range(1, layers - 1):
+        x.append(math.sqrt(-2.0 * math.log(v / x[-1] + math.exp(-0.5 * x[-1] * x[-1]))))
+    x.append(0.0)
+    return np.array(x, dtype=np.float64)
+
+
+_ZX = _ziggurat_tables()
+_ZR = 3.442619855899
+_U127 = np.uint64(127)
+
+
 @nb.njit(cache=True, nogil=True)
 def rng_normal(state: np.ndarray) -> float:
-    """Standard normal by Box-Muller (one draw per pair of uniforms)."""
-    u1 = 1.0 - rng_uniform(state)  # in (0, 1]: log is finite
-    u2 = rng_uniform(state)
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    """Standard normal by the ziggurat method (128 layers; one 64-bit draw in the common
+    case: 7 bits pick the layer, 53 bits the position)."""
+    while True:
+        bits = rng_uint64(state)
+        i = int(bits & _U127)
+        u = 2.0 * (float(bits >> _U11) * _INV_2_53) - 1.0
+        z = u * _ZX[i]
+        if abs(z) < _ZX[i + 1]:
+            return z
+        if i == 0:
+            while True:
+                a = -math.log(1.0 - rng_uniform(state)) / _ZR
+                b = -math.log(1.0 - rng_uniform(state))
+                if 2.0 * b > a * a:
+                    return _ZR + a if u > 0 else -(_ZR + a)
+        f0 = math.exp(-0.5 * _ZX[i] * _ZX[i])
+        f1 = math.exp(-0.5 * _ZX[i + 1] * _ZX[i + 1])
+        if f1 + rng_uniform(state) * (f0 - f1) < math.exp(-0.5 * z * z):
+            return z
 
 
 @nb.njit(cache=True, nogil=True)

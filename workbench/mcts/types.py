@@ -11,7 +11,13 @@ column count):
     the root); ``I_VISITS`` number of scores observed in the subtree, the node's own included;
     ``I_PENDING`` trials asked but not yet told in the subtree (virtual loss);
     ``I_PENDING_GEN`` of those, the ones that expand this node directly;
-    ``I_ENV_STATE`` the environment state of the jitted path (unused otherwise).
+    ``I_ENV_STATE`` the environment state of the jitted path (unused otherwise);
+    the *leaf pool* that lets AB-MCTS-A pick among thousands of children without looking at
+    each: ``I_POOL`` 1 while the node has only its own score (no child, no pending trial
+    ever), ``I_N_POOL`` how many of the node's children are in the pool, ``I_X_HEAD`` /
+    ``I_X_NEXT`` a linked list of the node's children that left the pool, ``I_LO`` the
+    node's oldest child (children ids lie in ``[I_LO, I_FIRST_CHILD]``), ``I_MARK`` a stamp
+    used while sampling.
 
 ``floats``: ``float64[N_FLOAT_FIELDS, capacity]``
     ``F_SCORE`` the node's own score; ``F_SUM`` / ``F_SUMSQ`` sum and sum of squares of every
@@ -28,7 +34,8 @@ column count):
     the same per node: rows ``3a, 3a+1, 3a+2`` hold count, sum, sum of squares of the scores
     of the node's direct children made by generator ``a`` (per-node model choice).
 
-``header``: ``int64[N_HEADER]``: ``H_SIZE`` number of nodes in use.
+``header``: ``int64[N_HEADER]``: ``H_SIZE`` number of nodes in use; ``H_SWEEP`` a counter
+of leaf-pool sweeps (the stamp ``I_MARK`` compares against).
 
 ``params``: ``float64[N_PARAMS]``: an algorithm's configuration flattened for the kernels
 (see the ``P_*`` indices).
@@ -63,7 +70,13 @@ I_VISITS = 6
 I_PENDING = 7
 I_PENDING_GEN = 8
 I_ENV_STATE = 9
-N_INT_FIELDS = 10
+I_POOL = 10
+I_N_POOL = 11
+I_X_HEAD = 12
+I_X_NEXT = 13
+I_LO = 14
+I_MARK = 15
+N_INT_FIELDS = 16
 
 # --- float fields -----------------------------------------------------------------------
 F_SCORE = 0
@@ -76,6 +89,7 @@ N_FLOAT_FIELDS = 6
 
 # --- header -----------------------------------------------------------------------------
 H_SIZE = 0
+H_SWEEP = 1
 N_HEADER = 2
 
 # --- params -----------------------------------------------------------------------------
