@@ -86,7 +86,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.task == "drift":
         fns = drift_task(seed=args.seed)
     else:
-        fns = {"model": refinement_task(0.3 if args.task == "refine" else -0.3, seed=args.seed)}
+        fns = {"model": refinement_task(1.0 if args.task == "refine" else 0.0, seed=args.seed)}
     result = search(
         fns,
         iterations=args.iterations,

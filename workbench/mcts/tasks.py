@@ -13,8 +13,9 @@ is a Numba function over ``int64`` states:
   computes the exact value by exhaustive search.
 
 Python generate functions (for :func:`workbench.mcts.search`): :func:`refinement_task` (a
-family spanning "refinement pays" to "resampling pays") and :func:`drift_task` (several
-generators of different quality whose refinements drift up or down).
+family spanning "resampling pays" to "refinement pays") and :func:`drift_task` (several
+generators of different quality whose refinements drift up or down). Bandits:
+:func:`bandit_regret` and :func:`lai_robbins_constant`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 from workbench.errors import InputError
 from workbench.mcts import _kernels
-from workbench.mcts._random import rng_beta, rng_integers, rng_normal, rng_seed
+from workbench.mcts._random import rng_beta, rng_integers, rng_normal, rng_seed, rng_uniform
 from workbench.mcts.policies import Algorithm, get_algorithm
 from workbench.mcts.tree import Tree
 from workbench.mcts.types import F_SUM, I_ACTION, I_VISITS
@@ -38,8 +39,10 @@ from workbench.mcts.types import F_SUM, I_ACTION, I_VISITS
 __all__ = [
     "JitResult",
     "Task",
+    "bandit_regret",
     "beta_generators",
     "drift_task",
+    "lai_robbins_constant",
     "minimax_value",
     "random_game",
     "random_walk",
@@ -226,6 +229,7 @@ def run(
     *,
     algorithm: str | Algorithm = "uct",
     seed: int = 0,
+    two_player: bool | None = None,
     **knobs: Any,
 ) -> JitResult:
     """Search ``task`` for ``iterations`` iterations entirely inside Numba.
@@ -233,6 +237,9 @@ def run(
     ``algorithm`` must be ``"uct"`` or ``"thompson"`` (the expansion rule is the classic
     one: expand the first untried action on the path). Thompson sampling defaults to Beta
     posteriors, which need scores in [0, 1] (all tasks here score in [0, 1]).
+    ``two_player`` overrides the task's flag; ``False`` on a two-player game is the classic
+    wrong-sign backpropagation (every level maximises the root player's score), kept for
+    tests that must see a broken search fail.
     """
     algo = get_algorithm(algorithm, **knobs)
     if algo.name not in ("uct", "thompson"):
@@ -244,7 +251,8 @@ def run(
         capacity=iterations + 1,
         root_env_state=task.root_state,
     )
-    params = algo.params(task.branching, two_player=task.two_player)
+    flip = task.two_player if two_player is None else two_player
+    params = algo.params(task.branching, two_player=flip)
     rng = rng_seed(int(seed))
     t0 = time.perf_counter()
     _kernels.env_search(
@@ -287,22 +295,28 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def refinement_task(gain: float, *, seed: int = 0, noise: float = 0.5) -> Callable[[Any], Any]:
-    """One generate function with a latent quality ``z``; the score is ``sigmoid(z - 2)``.
+def refinement_task(mix: float, *, seed: int = 0, noise: float = 0.2) -> Callable[[Any], Any]:
+    """One generate function spanning "resampling pays" (``mix = 0``) to "refinement pays"
+    (``mix = 1``); the score is ``sigmoid(z - 2)`` of a latent quality ``z``.
 
-    A fresh answer (``parent is None``) draws ``z ~ N(0, 1)``; refining a parent adds
-    ``gain + noise * N(0, 1)``. ``gain > 0``: refinement pays (go deeper); ``gain < 0``:
-    refinement hurts and the best of many fresh samples wins (go wider). The state is the
-    float ``z``. Deterministic given ``seed`` and the sequence of calls.
+    A fresh answer (``parent is None``) is a new idea of quality ``q ~ N(0, 1)`` with
+    ``z = q``. Refining moves ``z`` a quarter of the way to the idea's ceiling
+    ``q + 4 mix - 1`` plus ``noise * N(0, 1)``: at ``mix = 0`` refinement drags answers
+    down (only new ideas help), at ``mix = 1`` it lifts every idea by up to 3 (depth
+    pays), and in between both the idea and its refinement matter. The state is the pair
+    ``(q, z)``. Deterministic given ``seed`` and the sequence of calls.
     """
     rnd = np.random.default_rng(seed)
+    lift = 4.0 * mix - 1.0
 
-    def generate(parent: Any) -> tuple[float, float]:
+    def generate(parent: Any) -> tuple[tuple[float, float], float]:
         if parent is None:
-            z = float(rnd.normal())
+            q = float(rnd.normal())
+            z = q
         else:
-            z = float(parent) + gain + noise * float(rnd.normal())
-        return z, _sigmoid(z - 2.0)
+            q, z = float(parent[0]), float(parent[1])
+            z = z + 0.25 * (q + lift - z) + noise * float(rnd.normal())
+        return (q, z), _sigmoid(z - 2.0)
 
     return generate
 
@@ -331,3 +345,102 @@ def drift_task(
         return generate
 
     return {f"g{i}": make(q) for i, q in enumerate(qualities)}
+
+
+# --- bandits ------------------------------------------------------------------------------
+_POLICIES = {"thompson": 0, "epsilon-greedy": 1, "frozen-thompson": 2}
+
+
+@nb.njit(cache=True, nogil=True)
+def _bandit(
+    means: np.ndarray,
+    checkpoints: np.ndarray,
+    runs: int,
+    policy: int,
+    eps: float,
+    rng: np.ndarray,
+) -> np.ndarray:
+    k = means.shape[0]
+    best = means.max()
+    out = np.zeros((runs, checkpoints.shape[0]))
+    a = np.ones(k)
+    b = np.ones(k)
+    pulls = np.zeros(k)
+    wins = np.zeros(k)
+    for r in range(runs):
+        a[:] = 1.0
+        b[:] = 1.0
+        pulls[:] = 0.0
+        wins[:] = 0.0
+        regret = 0.0
+        c = 0
+        horizon = checkpoints[-1]
+        for t in range(1, horizon + 1):
+            arm = 0
+            if policy == 1:
+                if rng_uniform(rng) < eps:
+                    arm = rng_integers(rng, k)
+                else:
+                    top = -1.0
+                    for i in range(k):
+                        v = wins[i] / pulls[i] if pulls[i] > 0 else 1.0
+                        if v > top:
+                            top = v
+                            arm = i
+            else:
+                top = -1.0
+                for i in range(k):
+                    v = rng_beta(rng, a[i], b[i])
+                    if v > top:
+                        top = v
+                        arm = i
+            x = 1.0 if rng_uniform(rng) < means[arm] else 0.0
+            if policy != 2:  # the frozen variant never updates its posteriors
+                a[arm] += x
+                b[arm] += 1.0 - x
+            pulls[arm] += 1.0
+            wins[arm] += x
+            regret += best - means[arm]
+            if t == checkpoints[c]:
+                out[r, c] = regret
+                c += 1
+    return out
+
+
+def bandit_regret(
+    means: tuple[float, ...],
+    checkpoints: np.ndarray | list[int],
+    *,
+    runs: int = 100,
+    policy: str = "thompson",
+    epsilon: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
+    """Pseudo-regret of a Bernoulli bandit, ``float64[runs, len(checkpoints)]``.
+
+    Policies: ``"thompson"`` (Beta(1, 1) priors), ``"epsilon-greedy"`` (explore with
+    probability ``epsilon``, else the best empirical mean; untried arms count as 1) and
+    ``"frozen-thompson"`` (a deliberately broken Thompson sampler whose posteriors are never
+    updated). Runs in one jitted loop with the seeded generator.
+    """
+    if policy not in _POLICIES:
+        raise InputError(f"policy={policy!r}; known: {', '.join(_POLICIES)}")
+    cps = np.asarray(checkpoints, dtype=np.int64)
+    if cps.ndim != 1 or cps.size == 0 or np.any(np.diff(cps) <= 0) or cps[0] < 1:
+        raise InputError("checkpoints: need increasing positive integers")
+    m = np.asarray(means, dtype=np.float64)
+    if m.size < 2 or np.any((m < 0) | (m > 1)):
+        raise InputError("means: need at least two probabilities in [0, 1]")
+    return _bandit(m, cps, int(runs), _POLICIES[policy], float(epsilon), rng_seed(int(seed)))
+
+
+def lai_robbins_constant(means: tuple[float, ...]) -> float:
+    """``sum over suboptimal arms of gap / KL(mean_i, best)`` (Bernoulli KL): the slope of
+    the best achievable expected regret against ``log T``."""
+    best = max(means)
+    total = 0.0
+    for p in means:
+        if p < best:
+            kl = p * math.log(p / best) + (1 - p) * math.log((1 - p) / (1 - best))
+            total += (best - p) / kl
+    return total
