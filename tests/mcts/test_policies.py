@@ -40,3 +40,21 @@ def test_validation_and_params() -> None:
     assert algo.dist == "beta" and algo.prior_alpha == 1.0 == algo.prior_beta
     assert get_algorithm(algo, dist="gaussian").dist == "gaussian"
     assert ABMCTSA().to_dict()["name"] == "ab-mcts-a"
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_treequest_shaped_verbs(name: str) -> None:
+    from workbench.mcts.tasks import drift_task
+
+    algo = get_algorithm(name)
+    fns = drift_task(seed=0)
+    state = algo.init_tree(list(fns), seed=1)
+    for _ in range(10):
+        algo.step(state, fns)
+    trials = algo.ask_batch(state, 2)
+    for t in trials:
+        algo.tell(state, t, fns[t.action](t.parent_state))
+    t = algo.ask(state)
+    node = algo.tell(state, t, (0.0, 0.5))
+    assert algo.tell(state, t, (1.0, 0.9)) == node  # idempotent
+    assert state.tree.size == 14

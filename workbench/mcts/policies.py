@@ -37,7 +37,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -69,6 +69,9 @@ from workbench.mcts.types import (
     P_WIDTH,
     UNLIMITED_DEPTH,
 )
+
+if TYPE_CHECKING:
+    from workbench.mcts.search import SearchState, Trial
 
 __all__ = [
     "ABMCTSA",
@@ -143,6 +146,36 @@ class Algorithm:
         p[P_TWO_PLAYER] = 1.0 if two_player else 0.0
         p[P_WIDTH] = 1.0
         return p
+
+    # TreeQuest-shaped verbs: the algorithm holds no state; the caller owns what they return.
+    def init_tree(
+        self, actions: list[str] | tuple[str, ...], *, seed: int = 0, max_depth: int | None = None
+    ) -> SearchState:
+        """A fresh caller-owned search state (see :func:`workbench.mcts.search.init`)."""
+        from workbench.mcts.search import init
+
+        return init(actions, algorithm=self, seed=seed, max_depth=max_depth)
+
+    def step(self, state: SearchState, generate_fns: Mapping[str, Callable[[Any], Any]]) -> int:
+        """Ask, generate and tell once (always in place); returns the new node's id."""
+        from workbench.mcts.search import step
+
+        return step(state, generate_fns)
+
+    def ask(self, state: SearchState) -> Trial:
+        from workbench.mcts.search import ask
+
+        return ask(state)
+
+    def ask_batch(self, state: SearchState, batch_size: int) -> list[Trial]:
+        from workbench.mcts.search import ask_batch
+
+        return ask_batch(state, batch_size)
+
+    def tell(self, state: SearchState, trial: Trial | int, result: tuple[Any, float]) -> int:
+        from workbench.mcts.search import tell
+
+        return tell(state, trial, result)
 
     def to_dict(self) -> dict[str, Any]:
         """Name and knobs (JSON-ready; :func:`get_algorithm` rebuilds it)."""
