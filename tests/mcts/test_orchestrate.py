@@ -160,3 +160,18 @@ def test_module_functions() -> None:
     r = orchestrate({}, ["x", "y"], options=OrchestrationOptions(iterations=20))
     assert feedback(r.orchestration_id, 3)["reward"] == pytest.approx(0.6)
     assert default_orchestrator().get(r.orchestration_id) is r
+
+
+def test_cancel_and_metrics() -> None:
+    import threading
+
+    from workbench import metrics
+
+    ev = threading.Event()
+    ev.set()
+    r = Orchestrator().orchestrate({}, ["a", "b"], options=OrchestrationOptions(iterations=5000),
+                                   cancel=ev)  # fmt: skip
+    assert r.search_metrics["iterations"] == 0 and r.best_action == "fallback"
+    text = metrics.render().decode()
+    assert "workbench_mcts_orchestrations_total" in text
+    assert "workbench_mcts_searches_total" in text

@@ -25,10 +25,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from workbench import metrics
 from workbench.errors import InputError, NotFoundError
 from workbench.mcts import _kernels
 from workbench.mcts._random import rng_seed
 from workbench.mcts.models import ModelRegistry, agent_type
+from workbench.mcts.search import CancelToken
 from workbench.mcts.tree import Tree
 from workbench.mcts.types import F_SUM, I_ACTION, I_DEPTH, I_N_CHILDREN, I_VISITS
 
@@ -44,6 +46,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_ORCHESTRATIONS = metrics.counter(
+    "workbench_mcts_orchestrations_total", "Agent orchestrations run, by outcome", ["outcome"]
+)
+_SEARCH_SECONDS = metrics.histogram(
+    "workbench_mcts_orchestration_search_seconds", "Wall time of orchestration searches"
+)
 
 #: Largest number of agents and iterations one request may ask for (platform limits).
 MAX_AGENTS = 100
@@ -286,6 +295,7 @@ class Orchestrator:
         *,
         options: OrchestrationOptions | None = None,
         orchestration_id: str | None = None,
+        cancel: CancelToken | None = None,
     ) -> OrchestrationResult:
         """Search agent sequences for ``context`` and run the best next agent.
 
@@ -296,6 +306,8 @@ class Orchestrator:
             executor: Runs an agent; ``None`` uses :class:`ModelExecutor` (predictions).
             options: Search knobs.
             orchestration_id: Id to use (a uuid4 by default).
+            cancel: Stops the search (between chunks of 256 iterations) when set; the best
+                path found so far is still returned and executed.
         """
         t0 = time.perf_counter()
         opts = options or OrchestrationOptions()
@@ -318,6 +330,8 @@ class Orchestrator:
         deadline = t0 + opts.time_limit_s
         done, budget, chunk = 0, opts.budget, 256
         while done < opts.iterations and budget > 0 and time.perf_counter() < deadline:
+            if cancel is not None and cancel.is_set():
+                break
             n, budget = _kernels.orchestrate_search(
                 tree.ints,
                 tree.floats,
@@ -363,6 +377,8 @@ class Orchestrator:
                 )
         self.total += 1
         self.successful += int(outcome is not None and outcome.success >= 0.5)
+        _ORCHESTRATIONS.labels("executed" if outcome is not None else "planned").inc()
+        _SEARCH_SECONDS.observe(search_s)
         self.search_time_s += search_s
         result = OrchestrationResult(
             orchestration_id=oid,

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from workbench import metrics
 from workbench.errors import InputError
 from workbench.mcts import _kernels
 from workbench.mcts._random import rng_seed
@@ -50,6 +51,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_SEARCHES = metrics.counter(
+    "workbench_mcts_searches_total",
+    "Searches run, by algorithm and stop reason",
+    ["algorithm", "stop_reason"],
+)
+_CALLS = metrics.counter(
+    "workbench_mcts_generate_calls_total", "Generate-function calls made by searches"
+)
 
 
 class CancelToken(Protocol):
@@ -292,6 +302,8 @@ def _result(
     state: SearchState, seed: int, calls: int, t0: float, gen_s: float, reason: str
 ) -> SearchResult:
     t = state.tree
+    _SEARCHES.labels(state.algorithm.name, reason).inc()
+    _CALLS.inc(calls)
     top = t.top_nodes(1)
     best_score = float(t.floats[F_SCORE, top[0]]) if top else math.nan
     return SearchResult(
