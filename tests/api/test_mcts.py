@@ -114,7 +114,7 @@ def test_auto_pilot() -> None:
         r = await client.post(
             "/api/v1/ab-mcts/auto-pilot/submit", json={"userRequest": "low", "priority": 1}
         )
-        assert r.status == 201 and (await r.json())["data"]["status"] == "queued"
+        assert r.status == 200 and (await r.json())["data"]["status"] == "queued"
         await client.post(
             "/api/v1/ab-mcts/auto-pilot/submit", json={"userRequest": "high", "priority": 9}
         )

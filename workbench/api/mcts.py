@@ -627,7 +627,10 @@ async def autopilot_submit(req: ApiRequest) -> Any:
     svc = service(req)
     body: SubmitBody = req.body
     svc.agents_for(body.context)  # validate now, not in the background
-    return Reply(svc.autopilot.submit(body.user_request, body.context, body.priority), status=201)
+    return Reply(
+        svc.autopilot.submit(body.user_request, body.context, body.priority),
+        meta={"message": "Task queued"},
+    )
 
 
 @router.get("/ab-mcts/auto-pilot/metrics", summary="Auto-pilot performance")
