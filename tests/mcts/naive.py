@@ -99,6 +99,28 @@ class Rng:
                 return d * v * boost
 
     def beta(self, a: float, b: float) -> float:
+        if a > 1.0 and b > 1.0:  # Cheng (1978), algorithm BB
+            a0, b0 = min(a, b), max(a, b)
+            alpha = a0 + b0
+            beta = math.sqrt((alpha - 2.0) / (2.0 * a0 * b0 - alpha))
+            gamma = a0 + 1.0 / beta
+            while True:
+                u1, u2 = self.uniform(), self.uniform()
+                if not 0.0 < u1 < 1.0:
+                    continue
+                v = beta * math.log(u1 / (1.0 - u1))
+                w = a0 * math.exp(v) if v < 700.0 else math.inf
+                z = u1 * u1 * u2
+                r = gamma * v - math.log(4.0)
+                s = a0 + r - w
+                if s + 1.0 + math.log(5.0) >= 5.0 * z:
+                    break
+                t = math.log(z) if z > 0 else -math.inf
+                if s > t or r + alpha * math.log(alpha / (b0 + w)) >= t:
+                    break
+            if math.isinf(w):
+                return 1.0 if a0 == a else 0.0
+            return w / (b0 + w) if a0 == a else b0 / (b0 + w)
         x = self.gamma(a)
         y = self.gamma(b)
         return a / (a + b) if x + y <= 0 else x / (x + y)

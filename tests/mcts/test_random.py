@@ -55,3 +55,11 @@ def _draws(fn, n: int = 20000) -> np.ndarray:
 def test_distributions(sampler, dist) -> None:
     x = _draws(sampler)
     assert stats.kstest(x, dist.cdf).pvalue > 1e-4
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.5, 1.2), (3.0, 40.0), (200.0, 7.5), (1.0, 5.0)])
+def test_beta_both_algorithms(a: float, b: float) -> None:
+    """Cheng's BB (both shapes > 1) and the gamma ratio (otherwise) against scipy."""
+    state = R.rng_seed(5)
+    x = np.array([R.rng_beta(state, a, b) for _ in range(20000)])
+    assert stats.kstest(x, stats.beta(a, b).cdf).pvalue > 1e-4

@@ -6,9 +6,12 @@ two searches never share hidden global state (Numba's own ``np.random`` is per-t
 state, which would make replays depend on what else ran in the process).
 
 Samplers: uniform on [0, 1), standard normal (ziggurat), gamma (Marsaglia and Tsang 2000,
-with the ``U**(1/k)`` boost for shape < 1), beta (ratio of gammas) and the Normal-Inverse-chi^2
-posterior draw used by the Gaussian score models. Every kernel here has a plain-Python twin in
+with the ``U**(1/k)`` boost for shape < 1) and beta (Cheng's BB, or a ratio of gammas). Every kernel here has a plain-Python twin in
 ``tests/mcts/naive.py``.
+
+Numba's on-disk cache is keyed on each module's own source: kernels in other modules that
+inline these functions are not recompiled when only this file changes. After editing it,
+delete the ``__pycache__/*.nbi`` and ``*.nbc`` files of ``workbench/mcts``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _INV_2_53 = 1.0 / 9007199254740992.0
+_LOG4 = math.log(4.0)
+_CHENG_C = 1.0 + math.log(5.0)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -163,7 +168,35 @@ def rng_gamma(state: np.ndarray, shape: float) -> float:
 
 @nb.njit(cache=True, nogil=True)
 def rng_beta(state: np.ndarray, a: float, b: float) -> float:
-    """Beta(a, b) as X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b)."""
+    """Beta(a, b): Cheng's algorithm BB (1978) when both shapes exceed 1 (one logistic
+    proposal, usually accepted by a squeeze without a logarithm), else X / (X + Y) with
+    X ~ Gamma(a), Y ~ Gamma(b)."""
+    if a > 1.0 and b > 1.0:
+        a0 = min(a, b)
+        b0 = max(a, b)
+        alpha = a0 + b0
+        beta = math.sqrt((alpha - 2.0) / (2.0 * a0 * b0 - alpha))
+        gamma = a0 + 1.0 / beta
+        while True:
+            u1 = rng_uniform(state)
+            u2 = rng_uniform(state)
+            if u1 <= 0.0 or u1 >= 1.0:
+                continue
+            v = beta * math.log(u1 / (1.0 - u1))
+            w = a0 * math.exp(v) if v < 700.0 else math.inf
+            z = u1 * u1 * u2
+            r = gamma * v - _LOG4
+            s = a0 + r - w
+            if s + _CHENG_C >= 5.0 * z:
+                break
+            t = math.log(z) if z > 0.0 else -math.inf
+            if s > t:
+                break
+            if r + alpha * math.log(alpha / (b0 + w)) >= t:
+                break
+        if math.isinf(w):
+            return 1.0 if a0 == a else 0.0
+        return w / (b0 + w) if a0 == a else b0 / (b0 + w)
     x = rng_gamma(state, a)
     y = rng_gamma(state, b)
     total = x + y
