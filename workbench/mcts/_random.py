@@ -6,8 +6,8 @@ two searches never share hidden global state (Numba's own ``np.random`` is per-t
 state, which would make replays depend on what else ran in the process).
 
 Samplers: uniform on [0, 1), standard normal (ziggurat), gamma (Marsaglia and Tsang 2000,
-with the ``U**(1/k)`` boost for shape < 1) and beta (Cheng's BB, or a ratio of gammas). Every kernel here has a plain-Python twin in
-``tests/mcts/naive.py``.
+with the ``U**(1/k)`` boost for shape < 1) and beta (Cheng's BB, or a ratio of gammas).
+Every kernel here has a plain-Python twin in ``tests/mcts/naive.py``.
 
 Numba's on-disk cache is keyed on each module's own source: kernels in other modules that
 inline these functions are not recompiled when only this file changes. After editing it,
