@@ -5,8 +5,13 @@ input: :mod:`workbench.mcts.tree` and :mod:`workbench.mcts.search` do, and make 
 room for one more node before a kernel adds one. Every kernel has a plain-Python twin in
 ``tests/mcts/naive.py``.
 
-Cost: selection walks one root-to-leaf path and looks at the children of each node on it;
-backpropagation walks the same path up. A step is O(depth x branching), never O(tree size).
+Cost: selection walks one root-to-leaf path and backpropagation walks it back up, so a step
+is O(depth x work per node), never a pass over the tree. The work per node is bounded by the
+width for UCT and Thompson sampling. For AB-MCTS-A (Gaussian model, TreeQuest's prior) a
+node's children that hold only their own score sit in a leaf pool sampled by an exact sweep
+in expected O(1) (:func:`_best_child_pooled`); children with descendants are drawn one by
+one, so a node costs O(children with descendants) - the part of a step that still grows with
+wide, deep trees. AB-MCTS-M and the Beta model draw every child.
 """
 
 from __future__ import annotations
