@@ -74,15 +74,37 @@ class _Step:
 
 
 class _Memory:
-    """Allocates device memory in this process (torch, cupy, or simulated processes)."""
+    """Allocates device memory in this process (torch, cupy, or simulated processes).
+
+    It owns what it allocates (callers hold only keys), so :meth:`free` really drops the
+    last reference before the framework's cache is emptied.
+    """
 
     name = "none"
 
-    def allocate(self, device: int, nbytes: int) -> Any:
+    def __init__(self) -> None:
+        self._held: dict[int, Any] = {}
+        self._next = 0
+
+    def allocate(self, device: int, nbytes: int) -> int:
+        self._next += 1
+        self._held[self._next] = self._make(device, nbytes)
+        return self._next
+
+    def free(self, key: int) -> None:
+        obj = self._held.pop(key)
+        self._release(obj)
+        del obj  # the last reference: the framework can now return the memory
+        self._trim()
+
+    def _make(self, device: int, nbytes: int) -> Any:
         raise NotImplementedError
 
-    def free(self, handle: Any) -> None:
-        raise NotImplementedError
+    def _release(self, obj: Any) -> None:
+        """Give back what ``obj`` holds where dropping the reference is not enough."""
+
+    def _trim(self) -> None:
+        """Return cached, unreferenced memory to the driver."""
 
     def enforce(self, reservation: Any) -> float | None:
         return None
@@ -95,13 +117,16 @@ class _TorchMemory(_Memory):
     name = "torch"
 
     def __init__(self, torch: Any) -> None:
+        super().__init__()
         self.torch = torch
 
-    def allocate(self, device: int, nbytes: int) -> Any:
-        return self.torch.empty(nbytes, dtype=self.torch.uint8, device=f"cuda:{device}")
+    def _make(self, device: int, nbytes: int) -> Any:
+        t = self.torch.empty(nbytes, dtype=self.torch.uint8, device=f"cuda:{device}")
+        self.torch.cuda.synchronize(device)
+        return t
 
-    def free(self, handle: Any) -> None:
-        del handle
+    def _trim(self) -> None:
+        self.torch.cuda.synchronize()
         self.torch.cuda.empty_cache()
 
     def enforce(self, reservation: Any) -> float | None:
@@ -116,14 +141,14 @@ class _CupyMemory(_Memory):
     name = "cupy"
 
     def __init__(self, cupy: Any) -> None:
+        super().__init__()
         self.cupy = cupy
 
-    def allocate(self, device: int, nbytes: int) -> Any:
+    def _make(self, device: int, nbytes: int) -> Any:
         with self.cupy.cuda.Device(device):
             return self.cupy.empty(nbytes, dtype=self.cupy.uint8)
 
-    def free(self, handle: Any) -> None:
-        del handle
+    def _trim(self) -> None:
         self.cupy.get_default_memory_pool().free_all_blocks()
 
 
@@ -131,15 +156,16 @@ class _SimulatedMemory(_Memory):
     name = "simulated"
 
     def __init__(self, backend: SimulatedBackend) -> None:
+        super().__init__()
         self.backend = backend
         self.pid = os.getpid()
 
-    def allocate(self, device: int, nbytes: int) -> Any:
+    def _make(self, device: int, nbytes: int) -> Any:
         self.backend.allocate(device, self.pid, nbytes)
         return (device, nbytes)
 
-    def free(self, handle: Any) -> None:
-        device, nbytes = handle
+    def _release(self, obj: Any) -> None:
+        device, nbytes = obj
         self.backend.free(device, self.pid, nbytes)
 
 
@@ -292,9 +318,7 @@ def _reconcile(backend: DeviceBackend, memory: _Memory, data: dict[str, Any]) ->
     extra = memory.allocate(device, size)
     leaked = measure("used_beyond_reservation")
     memory.free(extra)
-    del extra
     memory.free(handle)
-    del handle
     idle = measure("reserved_but_freed")
     r.release()
     after = measure("released")
@@ -326,12 +350,11 @@ def _enforce(backend: DeviceBackend, memory: _Memory, data: dict[str, Any]) -> N
         inside = memory.allocate(0, size // 2)
         data["half_reservation_allocated"] = True
         try:
-            over = memory.allocate(0, size)
+            memory.free(memory.allocate(0, size))
             data["over_reservation_refused"] = False
-            del over
         except torch.cuda.OutOfMemoryError:
             data["over_reservation_refused"] = True
-        del inside
+        memory.free(inside)
     finally:
         memory.reset(0)
         r.release()
@@ -458,6 +481,8 @@ def render(results: dict[str, Any]) -> str:
             f"{_gib(p['measured_used_bytes'])}, unaccounted {_gib(p['unaccounted_bytes'])}, "
             f"findings {p['findings'] or 'none'}"
         )
+        for kind, pid, nbytes in p["process_findings"]:
+            lines.append(f"    pid {pid}: {kind} {_gib(nbytes)}")
     enf = steps.get("enforce", {})
     if "fraction" in enf:
         lines.append(
