@@ -51,3 +51,18 @@ def redis_adapter(redis_url: str) -> Iterator[RedisAdapter]:
     adapter = RedisAdapter(redis_url, prefix=f"wbtest:{uuid.uuid4().hex[:12]}:")
     yield adapter
     adapter.delete_prefixed()
+
+
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped (with its tables) afterwards."""
+    import psycopg
+
+    name = f"wbtest_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -52,3 +52,56 @@ def test_server_going_away_becomes_backend_unavailable_and_recovers_on_restart()
     with throwaway_redis() as url2:
         fresh = RedisAdapter(url2, prefix="fault:", timeout_s=0.5)
         assert fresh.ping() > 0
+
+
+def test_postgres_schema_fixture_isolates_and_cleans_up(postgres_url: str) -> None:
+    import psycopg
+
+    # drive the fixture's generator by hand to observe the cleanup
+    from tests.conftest import postgres_schema
+
+    gen = postgres_schema.__wrapped__(postgres_url)  # type: ignore[attr-defined]
+    name = next(gen)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{name}".t (x int)')
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", (name,)
+        ).fetchone() == (1,)
+    gen.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", (name,)
+        ).fetchone() == (0,)
+
+
+def test_async_client_uses_the_same_server_and_error_translation(
+    redis_adapter: RedisAdapter,
+) -> None:
+    import asyncio
+
+    key = redis_adapter.key("async")
+
+    async def scenario() -> bytes | None:
+        client = redis_adapter.async_client()
+        try:
+            with redis_adapter.errors():
+                await client.set(key, b"v")
+                return await client.get(key)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == b"v"
+    assert redis_adapter.get(key) == b"v"
+
+    down = RedisAdapter("redis://127.0.0.1:1/0", timeout_s=0.3)
+
+    async def failing() -> None:
+        client = down.async_client()
+        try:
+            with down.errors():
+                await client.ping()
+        finally:
+            await client.aclose()
+
+    with pytest.raises(BackendUnavailable):
+        asyncio.run(failing())

@@ -91,12 +91,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from workbench.reports.bench import SUITES, BenchContext, run_suites
+    from workbench.reports.bench import SUITES, BenchContext, format_value, run_suites
     from workbench.reports.figures import bench_figures, write_html_report
 
     if args.list:
         for name, module in SUITES.items():
             print(f"{name}\t{module}")
+        return 0
+    if args.markdown:
+        from workbench.reports.bench import load_run, markdown_table
+
+        names = args.suites or list(SUITES)
+        kind = "quick" if args.quick else "full"
+        paths = [Path(args.out) / f"{n}-{kind}-latest.json" for n in names]
+        print(markdown_table([load_run(p) for p in paths if p.exists()]))
         return 0
     ctx = BenchContext(quick=args.quick)
     if args.seeds is not None:
@@ -111,7 +119,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for m in run.measurements:
             met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[m.meets_target]
             table.add_row(
-                m.name, m.tool, m.metric, f"{m.value:.4g} {m.unit}",
+                m.name, m.tool, m.metric, format_value(m.value, m.unit),
                 "" if m.target is None else f"{m.target:g}", met,
             )  # fmt: skip
         console.print(table)
@@ -159,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/benchmarks", help="folder of the JSON results")
     p.add_argument("--report", default="data/reports/bench.html", help="output HTML")
     p.add_argument("--list", action="store_true", help="list suites and exit")
+    p.add_argument(
+        "--markdown", action="store_true",
+        help="print the latest saved full runs as a Markdown table (no new run)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_bench)
 
     for name in SUBSYSTEM_COMMANDS:

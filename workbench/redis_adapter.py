@@ -110,6 +110,19 @@ class RedisAdapter:
         except redis_errors.RedisError as exc:
             raise BackendUnavailable(f"Redis error at {self._safe_url()}: {exc}") from exc
 
+    def async_client(self) -> Any:
+        """A new ``redis.asyncio.Redis`` for this URL and timeout, for code on an event loop.
+
+        asyncio connection pools belong to one event loop, so each caller (an app's startup
+        hook, say) creates its own and closes it with ``await client.aclose()``; wrap calls
+        in :meth:`errors` like the synchronous ones.
+        """
+        import redis.asyncio as aredis
+
+        return aredis.Redis.from_url(
+            self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+        )
+
     def ping(self) -> float:
         """Round-trip time of one PING, in seconds."""
         with self.errors():

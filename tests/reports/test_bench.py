@@ -51,3 +51,24 @@ def test_every_registered_suite_has_a_run_function() -> None:
 
     for name, module in SUITES.items():
         assert callable(importlib.import_module(module).run), name
+
+
+def test_markdown_table_lists_every_measurement_and_the_machine() -> None:
+    from workbench.reports.bench import BenchRun, format_value, markdown_table
+
+    run = BenchRun(
+        suite="s",
+        measurements=[
+            Measurement("a", "workbench", "ops", 12345.6, "ops/s", target=10000.0),
+            Measurement("b", "rival", "ops", float("nan"), "ops/s"),
+        ],
+        machine={"cpu": "CPU X", "cores": 2, "python": "3.11.7", "git_commit": "abc"},
+        started_at="2026-01-01T00:00:00+00:00",
+        seconds=1.0,
+        quick=False,
+    )
+    text = markdown_table([run.to_dict()])
+    assert "| s | a | workbench | 12,346 ops/s | 10000 | yes |" in text
+    assert "| s | b | rival | n/a |" in text
+    assert "CPU X, 2 cores" in text
+    assert format_value(0.01234, "s") == "0.0123 s"

@@ -33,7 +33,9 @@ __all__ = [
     "BenchContext",
     "BenchRun",
     "Measurement",
+    "format_value",
     "machine_info",
+    "markdown_table",
     "run_suites",
     "time_call",
 ]
@@ -41,6 +43,7 @@ __all__ = [
 #: Registered suites: name -> module with ``run(ctx) -> list[Measurement]``.
 SUITES: dict[str, str] = {
     "env": "workbench.reports.benchmarks.env",
+    "service": "workbench.reports.benchmarks.service",
 }
 
 FORMAT_VERSION = 1
@@ -272,3 +275,34 @@ def load_run(path: Path | str) -> dict[str, Any]:
             f"{path} is not a workbench benchmark of format version {FORMAT_VERSION}"
         )
     return data
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A measurement for people: thousands separated, three significant digits below."""
+    if value is None or value != value:
+        return "n/a"
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return f"{text} {unit}"
+
+
+def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of saved runs (``BenchRun.to_dict()``), for the README."""
+    lines = [
+        "| suite | benchmark | tool | value | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    machines = []
+    for run in runs:
+        m = run["machine"]
+        machines.append(
+            f"{run['suite']}: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+            f"commit {m['git_commit']}, {run['started_at']}"
+        )
+        for r in run["measurements"]:
+            value = format_value(r["value"], r["unit"])
+            target = "" if r["target"] is None else f"{r['target']:g}"
+            met = {True: "yes", False: "no", None: ""}[r["meets_target"]]
+            lines.append(
+                f"| {run['suite']} | {r['name']} | {r['tool']} | {value} | {target} | {met} |"
+            )
+    return "\n".join(lines) + "\n\nMeasured on " + "; ".join(machines) + "\n"
