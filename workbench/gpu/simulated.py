@@ -360,7 +360,7 @@ class SimulatedBackend:
         dev = self._devices[step.device]
         action = step.action
         if action == "load":
-            dev.util = max(0.0, min(100.0, step.value))
+            dev.util = max(0.0, min(100.0, float(step.value)))
         elif action == "external_memory":
             dev.external = int(step.value)
         elif action == "leak":
