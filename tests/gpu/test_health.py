@@ -99,3 +99,16 @@ def test_bad_thresholds_are_refused() -> None:
         HealthThresholds(temperature_warning_c=95, temperature_critical_c=90)
     with pytest.raises(ConfigError):
         HealthThresholds(memory_warning_fraction=0)
+
+
+def test_a_lost_device_keeps_its_other_issues_until_it_answers_again() -> None:
+    tracker = HealthTracker()
+    tracker.update([_rd(ecc_corrected=2)])
+    events = tracker.update([_rd(available=False, error="gone")])
+    assert [(e.kind, e.issue.check) for e in events] == [("raised", "device_lost")]
+    assert {i.check for i in tracker.issues()} == {"ecc_corrected", "device_lost"}
+    events = tracker.update([_rd(ecc_corrected=0)])
+    assert sorted((e.kind, e.issue.check) for e in events) == [
+        ("cleared", "device_lost"),
+        ("cleared", "ecc_corrected"),
+    ]

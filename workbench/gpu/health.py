@@ -182,7 +182,8 @@ class HealthTracker:
         """Evaluate ``readings``; return (and record) the events they cause."""
         issues = evaluate(readings, self.thresholds)
         now = max((r.timestamp for r in readings), default=0.0)
-        seen_devices = {r.index for r in readings}
+        # A lost device reports nothing, so its other issues are unknown, not cleared.
+        seen_devices = {r.index for r in readings if r.available}
         current = {(i.device, i.check): i for i in issues}
         events: list[HealthEvent] = []
         with self._lock:
@@ -191,7 +192,7 @@ class HealthTracker:
                 if old is None or old.severity != issue.severity:
                     events.append(HealthEvent("raised", issue, now))
             for key, old in list(self._active.items()):
-                if key[0] in seen_devices and key not in current:
+                if key not in current and (key[0] in seen_devices or key[1] == "device_lost"):
                     events.append(HealthEvent("cleared", old, now))
                     del self._active[key]
             self._active.update(current)
