@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from workbench.errors import CapacityError, WaitTimeout
 from workbench.gpu import Reservation, ReservationRequest, SimulatedBackend, VramAllocator
-from workbench.gpu.allocator import WaitCancelled
+from workbench.gpu.reservation import WaitCancelled
 
 BUDGETS = [100, 60]
 

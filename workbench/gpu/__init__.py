@@ -5,18 +5,16 @@ and torch are imported where they are used.
 """
 
 from workbench.gpu._nvml import NvmlBackend, nvml_available
-from workbench.gpu.allocator import (
-    AllocatorEvent,
-    ReconcileFinding,
-    ReconcileReport,
-    Reservation,
-    ReservationRequest,
-    VramAllocator,
-    WaitCancelled,
-    set_torch_memory_fraction,
-)
+from workbench.gpu.allocator import VramAllocator, set_torch_memory_fraction
 from workbench.gpu.health import HealthEvent, HealthIssue, HealthThresholds, HealthTracker, evaluate
 from workbench.gpu.monitor import GpuMonitor, PrometheusExporter
+from workbench.gpu.reconcile import ReconcileFinding, ReconcileReport
+from workbench.gpu.reservation import (
+    AllocatorEvent,
+    Reservation,
+    ReservationRequest,
+    WaitCancelled,
+)
 from workbench.gpu.scheduler import (
     DEFAULT_MODELS,
     Job,

@@ -27,13 +27,17 @@ Decisions (all under one lock, O(devices) each, no big per-call objects):
 - **Cleanup** (:meth:`collect`): reservations whose owner process died (``pid``) or whose
   lease expired (``lease_s``, renewable with :meth:`Reservation.renew`) are released.
 - **Reconciliation** (:meth:`reconcile`) compares the ledger with measured usage and flags
-  reserved-but-unused and used-but-unreserved memory.
+  reserved-but-unused and used-but-unreserved memory (:mod:`workbench.gpu.reconcile`).
+
+The reservation objects live in :mod:`workbench.gpu.reservation`; every decision on them is
+made here, under the allocator's lock. Listeners (evictions, expiries, cleanups) are called
+after the lock is released and before any waiter the freed memory went to is woken, so an
+unload hook finishes before the next load into that memory starts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -41,7 +45,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workbench.errors import (
@@ -52,30 +55,23 @@ from workbench.errors import (
     NotFoundError,
     WaitTimeout,
 )
+from workbench.gpu.reconcile import ReconcileReport, reconcile_ledger
+from workbench.gpu.reservation import (
+    AllocatorEvent,
+    Reservation,
+    ReservationRequest,
+    WaitCancelled,
+    _Waiter,
+)
 from workbench.gpu.types import GIB, MIB, DeviceBackend, DeviceReading
 
-__all__ = [
-    "AllocatorEvent",
-    "ReconcileFinding",
-    "ReconcileReport",
-    "Reservation",
-    "ReservationRequest",
-    "VramAllocator",
-    "WaitCancelled",
-    "set_torch_memory_fraction",
-]
+__all__ = ["VramAllocator", "set_torch_memory_fraction"]
 
 log = logging.getLogger(__name__)
 
 #: Default share of each device's memory the allocator may promise (20 GiB of 24).
 DEFAULT_BUDGET_FRACTION = 20 / 24
 _EVICTION_POLICIES = ("lru", "expiry")
-
-
-class WaitCancelled(ConflictError):
-    """A queued reservation request was cancelled before it was granted."""
-
-    code = "CANCELLED"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,334 +82,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-class Reservation:
-    """Memory promised to an owner on one device. Release it exactly once (``with`` does).
-
-    Attributes:
-        id: Allocator-unique id.
-        owner: Who holds it (a worker name, a job id, ``"model:<name>"``).
-        device: Device index.
-        nbytes: Bytes reserved.
-        priority: Priority it was requested with.
-        pid: Owning process; :meth:`VramAllocator.collect` releases the reservation when
-            that process is gone. ``None``: no process check.
-        created_at: Allocator-clock time of the grant.
-        lease_expires_at: Allocator-clock time the lease ends (``None``: no lease).
-        model: Name of the resident model, for residency reservations.
-        refs: Current users of a resident model.
-        keep_alive_s: Idle time a resident model stays loaded.
-        last_used: Allocator-clock time a resident model was last released by a user.
-        idle_expires_at: When an idle resident model is unloaded (``None`` while in use).
-    """
-
-    __slots__ = (
-        "_alloc",
-        "_released",
-        "created_at",
-        "device",
-        "id",
-        "idle_expires_at",
-        "keep_alive_s",
-        "last_used",
-        "lease_expires_at",
-        "lease_s",
-        "model",
-        "nbytes",
-        "owner",
-        "pid",
-        "priority",
-        "refs",
-    )
-
-    def __init__(
-        self,
-        alloc: VramAllocator,
-        rid: int,
-        owner: str,
-        device: int,
-        nbytes: int,
-        priority: int,
-        pid: int | None,
-        now: float,
-        lease_s: float | None,
-    ) -> None:
-        self._alloc = alloc
-        self._released = False
-        self.id = rid
-        self.owner = owner
-        self.device = device
-        self.nbytes = nbytes
-        self.priority = priority
-        self.pid = pid
-        self.created_at = now
-        self.lease_s = lease_s
-        self.lease_expires_at = None if lease_s is None else now + lease_s
-        self.model: str | None = None
-        self.refs = 0
-        self.keep_alive_s = 0.0
-        self.last_used = now
-        self.idle_expires_at: float | None = None
-
-    @property
-    def released(self) -> bool:
-        """Whether the memory went back to the budget."""
-        return self._released
-
-    def release(self) -> bool:
-        """Give the memory back. Returns False (and changes nothing) if already released."""
-        return self._alloc._release(self, "released")
-
-    def renew(self, lease_s: float | None = None) -> float:
-        """Extend the lease by ``lease_s`` (default: the original lease) from now.
-
-        Returns:
-            The new expiry time on the allocator's clock.
-
-        Raises:
-            ConflictError: the reservation was already released.
-            InputError: it has no lease and ``lease_s`` is not given.
-        """
-        return self._alloc._renew(self, lease_s)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view."""
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "device": self.device,
-            "nbytes": self.nbytes,
-            "priority": self.priority,
-            "pid": self.pid,
-            "created_at": self.created_at,
-            "lease_expires_at": self.lease_expires_at,
-            "model": self.model,
-            "refs": self.refs,
-            "keep_alive_s": self.keep_alive_s,
-            "idle_expires_at": self.idle_expires_at,
-            "released": self._released,
-        }
-
-    def __enter__(self) -> Reservation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        state = "released" if self._released else "held"
-        return (
-            f"Reservation(id={self.id}, owner={self.owner!r}, device={self.device}, "
-            f"nbytes={self.nbytes}, {state})"
-        )
-
-
-class _Waiter:
-    __slots__ = (
-        "async_future",
-        "cancelled",
-        "device",
-        "event",
-        "fresh",
-        "keep_alive_s",
-        "lease_s",
-        "loop",
-        "model",
-        "nbytes",
-        "owner",
-        "pid",
-        "priority",
-        "result",
-        "seq",
-    )
-
-    def __init__(self, req: ReservationRequest, seq: int) -> None:
-        self.priority = req.priority
-        self.seq = seq
-        self.nbytes = req.nbytes
-        self.device = req.device
-        self.owner = req.owner
-        self.pid = req.pid
-        self.lease_s = req.lease_s
-        self.model = req.model
-        self.keep_alive_s = req.keep_alive_s
-        self.result: Reservation | None = None
-        self.fresh = False
-        self.cancelled = False
-        self.event: threading.Event | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.async_future: asyncio.Future[None] | None = None
-
-    def __lt__(self, other: _Waiter) -> bool:
-        if self.priority != other.priority:
-            return self.priority > other.priority
-        return self.seq < other.seq
-
-    def wake(self) -> None:
-        if self.event is not None:
-            self.event.set()
-        elif self.loop is not None and self.async_future is not None:
-            fut = self.async_future
-            # A closed loop raises RuntimeError: its waiter is gone with it.
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(_set_done, fut)
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class ReservationRequest:
-    """A pending reservation; a (sync or async) context manager that yields a
-    :class:`Reservation` and releases it on exit. Made by :meth:`VramAllocator.reserve`.
-
-    :meth:`cancel` (from any thread) makes a waiting ``__enter__`` raise
-    :class:`WaitCancelled`.
-    """
-
-    __slots__ = (
-        "_alloc",
-        "_waiter",
-        "device",
-        "fresh",
-        "keep_alive_s",
-        "lease_s",
-        "model",
-        "nbytes",
-        "owner",
-        "pid",
-        "priority",
-        "reservation",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        alloc: VramAllocator,
-        owner: str,
-        nbytes: int,
-        priority: int,
-        timeout: float | None,
-        device: int | None,
-        pid: int | None,
-        lease_s: float | None,
-        model: str | None = None,
-        keep_alive_s: float = 0.0,
-    ) -> None:
-        self._alloc = alloc
-        self.owner = owner
-        self.nbytes = nbytes
-        self.priority = priority
-        self.timeout = timeout
-        self.device = device
-        self.pid = pid
-        self.lease_s = lease_s
-        self.model = model
-        self.keep_alive_s = keep_alive_s
-        self.reservation: Reservation | None = None
-        #: Whether the grant reserved new memory (False: it shares a resident model).
-        self.fresh = False
-        self._waiter: _Waiter | None = None
-
-    def acquire(self) -> Reservation:
-        """Block until granted (or time out, or be cancelled) and return the reservation."""
-        self.reservation = self._alloc._acquire(self)
-        return self.reservation
-
-    async def acquire_async(self) -> Reservation:
-        """Like :meth:`acquire` without blocking the event loop."""
-        self.reservation = await self._alloc._acquire_async(self)
-        return self.reservation
-
-    def cancel(self) -> bool:
-        """Cancel the request if it is still waiting; returns whether it was."""
-        return self._alloc._cancel(self)
-
-    def __enter__(self) -> Reservation:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.reservation is not None:
-            self._alloc._release_model_or_plain(self.reservation)
-
-    async def __aenter__(self) -> Reservation:
-        return await self.acquire_async()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.reservation is not None:
-            self._alloc._release_model_or_plain(self.reservation)
-
-
-@dataclass(frozen=True, slots=True)
-class AllocatorEvent:
-    """Something the allocator did on its own.
-
-    Attributes:
-        kind: ``evicted`` (idle model pushed out under pressure), ``expired`` (idle model
-            past its keep-alive), ``owner_dead`` (owner process gone), ``lease_expired``.
-        reservation: The reservation concerned (already released).
-        time: Allocator-clock time.
-    """
-
-    kind: str
-    reservation: Reservation
-    time: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "time": self.time, "reservation": self.reservation.to_dict()}
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileFinding:
-    """A mismatch between the ledger and measured memory.
-
-    Attributes:
-        kind: ``reserved_unused`` (promised but not used), ``used_unreserved`` (used without
-            a reservation), ``over_reservation`` (a process uses more than it reserved).
-        device: Device index.
-        nbytes: Size of the mismatch in bytes.
-        pid: Process concerned, if known.
-        owner: Owner of the reservation concerned, if any.
-        message: Human-readable explanation.
-    """
-
-    kind: str
-    device: int
-    nbytes: int
-    pid: int | None
-    owner: str | None
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileReport:
-    """Ledger against measurement for every device.
-
-    Attributes:
-        devices: Per device: ``device``, ``reserved_bytes``, ``measured_used_bytes`` (None if
-            unreadable), ``baseline_bytes`` (memory in use before the allocator promised
-            anything), ``unaccounted_bytes`` (measured - baseline - reserved).
-        findings: The mismatches beyond the tolerance.
-        tolerance_bytes: Differences up to this size are not reported.
-    """
-
-    devices: list[dict[str, Any]]
-    findings: list[ReconcileFinding] = field(default_factory=list)
-    tolerance_bytes: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "tolerance_bytes": self.tolerance_bytes,
-            "devices": self.devices,
-            "findings": [asdict(f) for f in self.findings],
-        }
 
 
 class VramAllocator:
@@ -758,74 +426,7 @@ class VramAllocator:
             held = list(self._res.values())
             used = list(self._used)
             baseline = list(self._baseline)
-        devices: list[dict[str, Any]] = []
-        findings: list[ReconcileFinding] = []
-        for rd in readings:
-            d = rd.index
-            measured = rd.memory_used_bytes if rd.available else None
-            unaccounted = None if measured is None else measured - baseline[d] - used[d]
-            devices.append(
-                {
-                    "device": d,
-                    "reserved_bytes": used[d],
-                    "measured_used_bytes": measured,
-                    "baseline_bytes": baseline[d],
-                    "unaccounted_bytes": unaccounted,
-                }
-            )
-            if unaccounted is not None and unaccounted > tolerance_bytes:
-                findings.append(ReconcileFinding(
-                    "used_unreserved", d, unaccounted, None, None,
-                    f"device {d}: {unaccounted / GIB:.2f} GiB in use beyond reservations "
-                    "and baseline (a leak, or a process that did not reserve)",
-                ))  # fmt: skip
-            elif unaccounted is not None and unaccounted < -tolerance_bytes:
-                findings.append(ReconcileFinding(
-                    "reserved_unused", d, -unaccounted, None, None,
-                    f"device {d}: {-unaccounted / GIB:.2f} GiB reserved but not in use",
-                ))  # fmt: skip
-            by_pid: dict[int, list[Reservation]] = {}
-            for r in held:
-                if r.device == d and r.pid is not None:
-                    by_pid.setdefault(r.pid, []).append(r)
-            seen: set[int] = set()
-            for p in rd.processes:
-                if p.used_bytes is None:
-                    continue
-                seen.add(p.pid)
-                rs = by_pid.get(p.pid)
-                if not rs:
-                    if p.used_bytes > tolerance_bytes:
-                        where = "" if p.visible else " (pid from another namespace)"
-                        findings.append(ReconcileFinding(
-                            "used_unreserved", d, p.used_bytes, p.pid, None,
-                            f"pid {p.pid}{where} uses {p.used_bytes / GIB:.2f} GiB on device "
-                            f"{d} without a reservation",
-                        ))  # fmt: skip
-                    continue
-                promised = sum(r.nbytes for r in rs)
-                if p.used_bytes > promised + tolerance_bytes:
-                    findings.append(ReconcileFinding(
-                        "over_reservation", d, p.used_bytes - promised, p.pid, rs[0].owner,
-                        f"pid {p.pid} ({rs[0].owner}) uses {p.used_bytes / GIB:.2f} GiB, "
-                        f"{(p.used_bytes - promised) / GIB:.2f} GiB more than reserved",
-                    ))  # fmt: skip
-                elif p.used_bytes + tolerance_bytes < promised:
-                    findings.append(ReconcileFinding(
-                        "reserved_unused", d, promised - p.used_bytes, p.pid, rs[0].owner,
-                        f"pid {p.pid} ({rs[0].owner}) reserved {promised / GIB:.2f} GiB "
-                        f"but uses {p.used_bytes / GIB:.2f} GiB",
-                    ))  # fmt: skip
-            if rd.processes:
-                for pid, rs in by_pid.items():
-                    promised = sum(r.nbytes for r in rs)
-                    if pid not in seen and promised > tolerance_bytes:
-                        findings.append(ReconcileFinding(
-                            "reserved_unused", d, promised, pid, rs[0].owner,
-                            f"pid {pid} ({rs[0].owner}) reserved {promised / GIB:.2f} GiB on "
-                            f"device {d} and uses none",
-                        ))  # fmt: skip
-        return ReconcileReport(devices, findings, tolerance_bytes)
+        return reconcile_ledger(readings, held, used, baseline, tolerance_bytes)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state: per-device budget, reserved, free, evictable, models; counts."""
@@ -883,7 +484,8 @@ class VramAllocator:
             self._check_device(device)
             limit = self._budget[device]
         if nbytes > limit:
-            self.stats["refused"] += 1
+            with self._lock:
+                self.stats["refused"] += 1
             where = f"device {device}" if device is not None else "any device"
             raise CapacityError(
                 f"{owner!r} asked for {nbytes / GIB:.2f} GiB, more than the "

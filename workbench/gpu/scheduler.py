@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.errors import ConfigError, InputError, NotFoundError
-from workbench.gpu.allocator import AllocatorEvent, VramAllocator
+from workbench.gpu.allocator import VramAllocator
+from workbench.gpu.reservation import AllocatorEvent
 from workbench.gpu.types import GIB
 
 __all__ = [

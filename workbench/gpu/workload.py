@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.gpu.allocator import AllocatorEvent, VramAllocator
+from workbench.gpu.allocator import VramAllocator
 from workbench.gpu.monitor import GpuMonitor
+from workbench.gpu.reservation import AllocatorEvent
 from workbench.gpu.scheduler import DEFAULT_MODELS, JobContext, ModelSpec, VisionScheduler
 from workbench.gpu.simulated import SimulatedBackend
 from workbench.gpu.types import GIB
