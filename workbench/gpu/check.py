@@ -169,24 +169,31 @@ class _SimulatedMemory(_Memory):
         self.backend.free(device, self.pid, nbytes)
 
 
-def _framework(backend: DeviceBackend) -> tuple[_Memory, str]:
+def _framework(backend: DeviceBackend, choice: str = "auto") -> tuple[_Memory, str]:
+    """The framework that allocates real memory: torch, else cupy (``choice`` forces one)."""
     if isinstance(backend, SimulatedBackend):
         return _SimulatedMemory(backend), "simulated processes"
-    try:
-        import torch
+    if choice == "none":
+        return _Memory(), "none (--framework none)"
+    note = "torch not tried"
+    if choice in ("auto", "torch"):
+        try:
+            import torch
 
-        if torch.cuda.is_available():
-            return _TorchMemory(torch), f"torch {torch.__version__}"
-        note = f"torch {torch.__version__} without CUDA"
-    except Exception as exc:  # ImportError, or a broken CUDA install
-        note = f"torch unavailable ({type(exc).__name__})"
-    try:
-        import cupy
+            if torch.cuda.is_available():
+                return _TorchMemory(torch), f"torch {torch.__version__}"
+            note = f"torch {torch.__version__} without CUDA"
+        except Exception as exc:  # ImportError, or a broken CUDA install
+            note = f"torch unavailable ({type(exc).__name__})"
+    if choice in ("auto", "cupy"):
+        try:
+            import cupy
 
-        cupy.cuda.runtime.getDeviceCount()
-        return _CupyMemory(cupy), f"cupy {cupy.__version__}"
-    except Exception as exc:
-        return _Memory(), f"{note}; cupy unavailable ({type(exc).__name__})"
+            cupy.cuda.runtime.getDeviceCount()
+            return _CupyMemory(cupy), f"cupy {cupy.__version__}"
+        except Exception as exc:
+            return _Memory(), f"{note}; cupy unavailable ({type(exc).__name__})"
+    return _Memory(), note
 
 
 # -- steps --------------------------------------------------------------------------------
@@ -392,7 +399,12 @@ def _scheduler(backend: DeviceBackend, data: dict[str, Any]) -> None:
 
 
 def run_checks(
-    *, simulated: bool, hz: float = 10.0, seconds: float = 5.0, quick: bool = False
+    *,
+    simulated: bool,
+    hz: float = 10.0,
+    seconds: float = 5.0,
+    quick: bool = False,
+    framework: str = "auto",
 ) -> dict[str, Any]:
     """Run every step and return the results (see the module docstring)."""
     results: dict[str, Any] = {
@@ -414,8 +426,8 @@ def run_checks(
 
         backend = NvmlBackend()
         results["backend"] = "nvml"
-    memory, framework = _framework(backend)
-    results["framework"] = framework
+    memory, used = _framework(backend, framework)
+    results["framework"] = used
     steps: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
         ("devices", lambda d: _devices(backend, d)),
         ("monitor", lambda d: _monitor(backend, hz, seconds, d)),
@@ -508,11 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hz", type=float, default=10.0, help="monitor rate (default 10)")
     parser.add_argument("--seconds", type=float, default=5.0, help="monitor duration (default 5)")
     parser.add_argument("--quick", action="store_true", help="fewer allocator iterations")
+    parser.add_argument(
+        "--framework", choices=("auto", "torch", "cupy", "none"), default="auto",
+        help="what allocates real GPU memory (default: torch, else cupy)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         results = run_checks(
-            simulated=args.simulated, hz=args.hz, seconds=args.seconds, quick=args.quick
-        )
+            simulated=args.simulated, hz=args.hz, seconds=args.seconds, quick=args.quick,
+            framework=args.framework,
+        )  # fmt: skip
     except Exception as exc:  # no backend at all: say so and still write the JSON
         results = {"version": 1, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         print(f"GPU check could not start: {results['error']}", file=sys.stderr)
