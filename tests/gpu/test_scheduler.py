@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from workbench.errors import NotFoundError
+from workbench.errors import InputError, NotFoundError
 from workbench.gpu import (
     DEFAULT_MODELS,
     JobContext,
@@ -229,3 +229,14 @@ def test_job_dicts_are_json_ready() -> None:
     json.dumps([e.to_dict() for e in sched.events()])
     assert d["status"] == "completed" and d["wait_s"] is not None
     sched.shutdown()
+
+
+def test_shutdown_cancels_queued_jobs_and_refuses_new_ones() -> None:
+    sched, _ = _scheduler()
+    gate = _blocker(sched)
+    queued = sched.submit("yolo-v8n", lambda c: None)
+    threading.Timer(0.05, gate.set).start()
+    sched.shutdown(wait=True)
+    assert queued.status == "cancelled" and queued.future.cancelled()
+    with pytest.raises(InputError, match="shut down"):
+        sched.submit("yolo-v8n", lambda c: None)

@@ -442,7 +442,10 @@ class VisionScheduler:
                 job.started_at = self._clock()
                 started.append((job, device))
         for job, device in started:
-            self._pool.submit(self._run, job, device)
+            try:
+                self._pool.submit(self._run, job, device)
+            except RuntimeError:  # shut down between the pick and the hand-over
+                self._finish(job, device, "cancelled", error=InputError("scheduler shut down"))
 
     def _pick_device(self, model: str) -> int:
         free = [d for d, n in enumerate(self._free_slots) if n > 0]
