@@ -390,7 +390,7 @@ def test_reconcile_flags_both_directions() -> None:
     alloc.calibrate([_reading(0, GIB), _reading(1, 0)])  # 1 GiB of driver/display on dev 0
     a = alloc.acquire("worker-a", 4 * GIB, device=0, pid=10)
     b = alloc.acquire("worker-b", 4 * GIB, device=1, pid=20)
-    procs0 = (ProcessUsage(10, 1 * GIB), ProcessUsage(30, 3 * GIB, visible=False))
+    procs0 = (ProcessUsage(10, 1 * GIB), ProcessUsage(30, 3 * GIB))
     report = alloc.reconcile([_reading(0, 5 * GIB, procs0), _reading(1, 4 * GIB)])
     kinds = {(f.kind, f.device, f.pid) for f in report.findings}
     assert ("reserved_unused", 0, 10) in kinds  # reserved 4, uses 1
@@ -398,10 +398,22 @@ def test_reconcile_flags_both_directions() -> None:
     assert not any(f.device == 1 for f in report.findings)  # device 1 matches exactly
     assert report.devices[0]["baseline_bytes"] == GIB
     assert not report.ok and report.to_dict()["findings"]
+    assert report.devices[0]["per_process"] is True
     leak = alloc.reconcile([_reading(0, 5 * GIB), _reading(1, 7 * GIB)])
     assert [(f.kind, f.device) for f in leak.findings] == [("used_unreserved", 1)]
     a.release()
     b.release()
+
+
+def test_reconcile_in_a_container_falls_back_to_device_level() -> None:
+    alloc = _alloc(devices=1)
+    r = alloc.acquire("worker", 4 * GIB, pid=10)  # our namespace's pid
+    host_view = (ProcessUsage(91234, 4 * GIB, visible=False),)  # the same process, host pid
+    report = alloc.reconcile([_reading(0, 4 * GIB, host_view)])
+    assert report.ok and report.devices[0]["per_process"] is False
+    leak = alloc.reconcile([_reading(0, 6 * GIB, host_view)])
+    assert [(f.kind, f.pid) for f in leak.findings] == [("used_unreserved", None)]
+    r.release()
 
 
 def test_set_torch_memory_fraction_uses_the_reservation_share() -> None:

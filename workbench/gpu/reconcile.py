@@ -4,8 +4,10 @@
 per device (measured - baseline - reserved, beyond a tolerance) and, where the driver reports
 per-process memory and reservations carry a pid, per process. It flags memory that is
 reserved but unused (a worker that asked for too much, or already freed), and memory that is
-used but not reserved (a leak, a process that never reserved, or one in another container's
-pid namespace).
+used but not reserved (a leak, or a process that never reserved). Where the driver reports
+pids of another namespace (a container) that cannot be matched with the reservations' pids,
+the per-process comparison is skipped for that device (``per_process: False``) rather than
+reporting every worker as both unreserved and unused.
 """
 
 from __future__ import annotations
@@ -112,6 +114,15 @@ def reconcile_ledger(
         for r in held:
             if r.device == d and r.pid is not None:
                 by_pid.setdefault(r.pid, []).append(r)
+        reported = {p.pid for p in rd.processes}
+        foreign = any(not p.visible for p in rd.processes)
+        # Inside a container the driver reports host pids: if some are foreign and a
+        # reservation's pid is not among them, pids cannot be matched; the device-level
+        # comparison above still holds.
+        per_process = not (foreign and any(pid not in reported for pid in by_pid))
+        devices[-1]["per_process"] = per_process
+        if not per_process:
+            continue
         seen: set[int] = set()
         for p in rd.processes:
             if p.used_bytes is None:
