@@ -48,3 +48,41 @@ def test_service_views_and_external_jobs() -> None:
         assert service.metrics()["jobs"] == {"failed": 1}
     finally:
         service.close()
+
+
+def test_models_and_thresholds_from_config() -> None:
+    cfg = VisionConfig.from_section(
+        {
+            "keep_alive_s": 60,
+            "temperature_warning_c": 70,
+            "models": {"sam-vit-h": {"type": "analysis", "size_gb": 2.5, "load_ms": 6000}},
+        }
+    )
+    table = cfg.model_table()
+    assert table["sam-vit-h"].size_bytes == int(2.5 * 1024**3)
+    assert table["sam-vit-h"].load_time_s == 6.0 and table["sam-vit-h"].keep_alive_s == 60
+    assert table["sd3b"].keep_alive_s == 60
+    assert cfg.thresholds().temperature_warning_c == 70
+    with pytest.raises(ConfigError, match="size_gb"):
+        VisionConfig(models={"x": {"type": "analysis"}})
+    with pytest.raises(ConfigError):
+        VisionConfig(models={"x": {"size_gb": "big"}})
+
+
+def test_a_lost_device_is_taken_out_of_placement_until_it_returns() -> None:
+    from workbench.gpu import ScenarioStep
+
+    backend = SimulatedBackend(devices=2, memory_gib=24)
+    service = VisionService(
+        VisionConfig(backend="simulated"), backend=backend, export_metrics=False
+    )
+    service.monitor.sample()
+    backend.apply([ScenarioStep(0, 0, "fall_off")])
+    service.monitor.sample()
+    with service.allocator.reserve("w", 1024**3) as r:
+        assert r.device == 1
+    assert service.allocator.snapshot()["devices"][0]["online"] is False
+    backend.apply([ScenarioStep(0, 0, "recover")])
+    service.monitor.sample()
+    assert service.allocator.snapshot()["devices"][0]["online"] is True
+    service.close()

@@ -22,14 +22,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from workbench.errors import BackendUnavailable, ConfigError, ConflictError, WaitTimeout
 from workbench.gpu.allocator import VramAllocator
-from workbench.gpu.health import HealthTracker
+from workbench.gpu.health import HealthEvent, HealthThresholds, HealthTracker
 from workbench.gpu.monitor import GpuMonitor, PrometheusExporter
-from workbench.gpu.scheduler import Job, JobContext, VisionScheduler
+from workbench.gpu.scheduler import DEFAULT_MODELS, Job, JobContext, ModelSpec, VisionScheduler
 from workbench.gpu.simulated import SimulatedBackend
 from workbench.gpu.types import GIB, DeviceBackend
 
@@ -52,6 +52,13 @@ class VisionConfig:
         aging_per_s: Priority gained per second of queueing.
         janitor_interval_s: Period of the allocator's cleanup.
         max_run_s: Longest an external job may run before it fails.
+        keep_alive_s: Idle time a model stays resident (every model of the table).
+        temperature_warning_c: Health warning temperature, °C.
+        temperature_critical_c: Health critical temperature, °C.
+        memory_warning_fraction: Health warning at this used / total memory.
+        models: Extra or replaced models: ``{name: {type, size_gb, load_ms, priority,
+            keep_alive_s}}`` (``[gpu.models.<name>]`` tables in workbench.toml), added to the
+            platform's table.
     """
 
     backend: str = "auto"
@@ -63,6 +70,11 @@ class VisionConfig:
     aging_per_s: float = 0.1
     janitor_interval_s: float = 1.0
     max_run_s: float = 600.0
+    keep_alive_s: float = 300.0
+    temperature_warning_c: float = 83.0
+    temperature_critical_c: float = 90.0
+    memory_warning_fraction: float = 0.90
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backend not in {"auto", "nvml", "simulated"}:
@@ -71,6 +83,45 @@ class VisionConfig:
             raise ConfigError("gpu.devices must be >= 1 and gpu.memory_gib > 0")
         if not self.max_run_s > 0 or not self.janitor_interval_s > 0:
             raise ConfigError("gpu.max_run_s and gpu.janitor_interval_s must be positive")
+        self.model_table()  # validates the extra models
+        self.thresholds()
+
+    def thresholds(self) -> HealthThresholds:
+        """Health thresholds from the knobs."""
+        return HealthThresholds(
+            temperature_warning_c=self.temperature_warning_c,
+            temperature_critical_c=self.temperature_critical_c,
+            memory_warning_fraction=self.memory_warning_fraction,
+            memory_critical_fraction=max(0.98, self.memory_warning_fraction),
+        )
+
+    def model_table(self) -> dict[str, ModelSpec]:
+        """The platform's model table plus ``models``, with ``keep_alive_s`` applied."""
+        table = {
+            name: replace(spec, keep_alive_s=self.keep_alive_s)
+            for name, spec in DEFAULT_MODELS.items()
+        }
+        for name, raw in self.models.items():
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"[gpu.models.{name}] must be a table of model fields")
+            unknown = set(raw) - {"type", "size_gb", "load_ms", "priority", "keep_alive_s"}
+            if unknown or "size_gb" not in raw:
+                raise ConfigError(
+                    f"[gpu.models.{name}] needs size_gb and may have type, load_ms, priority, "
+                    f"keep_alive_s; got {sorted(raw)}"
+                )
+            try:
+                table[name] = ModelSpec(
+                    name,
+                    str(raw.get("type", "analysis")),
+                    int(float(raw["size_gb"]) * GIB),
+                    float(raw.get("load_ms", 0)) / 1000,
+                    int(raw.get("priority", 0)),
+                    float(raw.get("keep_alive_s", self.keep_alive_s)),
+                )
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"[gpu.models.{name}]: {exc}") from None
+        return table
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> VisionConfig:
@@ -83,6 +134,9 @@ class VisionConfig:
             )
         values: dict[str, Any] = {}
         for key, raw in section.items():
+            if key == "models":
+                values[key] = raw
+                continue
             default = getattr(cls(), key)
             try:
                 values[key] = type(default)(raw)
@@ -138,10 +192,12 @@ class VisionService:
         self.allocator = VramAllocator(self.backend, self.config.budget_fraction)
         self.scheduler = VisionScheduler(
             self.allocator,
+            models=self.config.model_table(),
             slots_per_device=self.config.slots_per_device,
             aging_per_s=self.config.aging_per_s,
         )
-        self.health = HealthTracker()
+        self.health = HealthTracker(self.config.thresholds())
+        self.health.add_listener(self._on_health)
         exporter = PrometheusExporter(self.backend) if export_metrics else None
         self.monitor = GpuMonitor(
             self.backend, self.config.monitor_hz, health=self.health, exporter=exporter,
@@ -168,6 +224,13 @@ class VisionService:
             ext.done.set()
         self.scheduler.shutdown(wait=False)
         self.backend.close()
+
+    def _on_health(self, event: HealthEvent) -> None:
+        # A device that fell off gets no new reservations until it answers again.
+        if event.issue.check == "device_lost":
+            online = event.kind == "cleared"
+            log.warning("GPU %d %s", event.issue.device, "is back" if online else "was lost")
+            self.allocator.set_online(event.issue.device, online)
 
     # -- views ---------------------------------------------------------------------------
 
