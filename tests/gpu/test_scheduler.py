@@ -125,7 +125,7 @@ def test_slots_per_device_bound_concurrency() -> None:
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.02)
+        time.sleep(0.1)  # long enough for all four slots to fill, even on a busy machine
         with lock:
             running -= 1
 
