@@ -456,3 +456,19 @@ def test_bad_configuration_is_refused() -> None:
         VramAllocator(backend, eviction="random")
     alloc = VramAllocator(backend, budget_bytes=[GIB, 2 * GIB])
     assert (alloc.budget(0), alloc.budget(1)) == (GIB, 2 * GIB)
+
+
+def test_resident_model_release_by_id_respects_users_and_tells_listeners() -> None:
+    from workbench.errors import ConflictError
+
+    alloc = _alloc(devices=1)
+    seen: list[str] = []
+    alloc.add_listener(lambda ev: seen.append(ev.kind))
+    r, _ = alloc.acquire_model("m", GIB)
+    with pytest.raises(ConflictError, match="in use"):
+        alloc.release(r.id)
+    with r:  # leaving the block is its user leaving, not the end of the residency
+        pass
+    assert not r.released and r.refs == 0 and alloc.reserved(0) == GIB
+    alloc.release(r.id)
+    assert seen == ["released"] and alloc.reserved(0) == 0

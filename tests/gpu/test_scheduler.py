@@ -240,3 +240,16 @@ def test_shutdown_cancels_queued_jobs_and_refuses_new_ones() -> None:
     assert queued.status == "cancelled" and queued.future.cancelled()
     with pytest.raises(InputError, match="shut down"):
         sched.submit("yolo-v8n", lambda c: None)
+
+
+def test_releasing_an_idle_model_by_id_unloads_it() -> None:
+    unloaded: list[str] = []
+    sched, _ = _scheduler(unload=lambda spec, d, h: unloaded.append(spec.name))
+    sched.execute_with_model("clip-vit-b32", lambda c: None)
+    (r,) = sched.allocator.resident_models()
+    sched.allocator.release(r.id)
+    assert unloaded == ["clip-vit-b32"]
+    assert [e.detail for e in sched.events() if e.kind == "model_unloaded"] == [
+        {"reason": "released"}
+    ]
+    sched.shutdown()

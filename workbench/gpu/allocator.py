@@ -323,13 +323,22 @@ class VramAllocator:
             raise NotFoundError(f"no live reservation with id {reservation_id}")
         return r
 
-    def release(self, reservation_id: int) -> Reservation:
+    def release(self, reservation_id: int, *, force: bool = False) -> Reservation:
         """Release the live reservation with this id and return it.
+
+        A resident model's reservation is released only while no job uses it (its loader
+        is told through a ``released`` event and unloads it), unless ``force``.
 
         Raises:
             NotFoundError: no live reservation has it (unknown or already released).
+            ConflictError: it is a resident model in use and ``force`` is False.
         """
         r = self.get(reservation_id)
+        if r.model is not None and r.refs > 0 and not force:
+            raise ConflictError(
+                f"reservation {reservation_id} holds model {r.model!r}, in use by {r.refs} "
+                "job(s); it becomes idle when they finish and is unloaded after its keep-alive"
+            )
         if not self._release(r, "released"):
             raise NotFoundError(f"reservation {reservation_id} was already released")
         return r
@@ -759,6 +768,10 @@ class VramAllocator:
                 events = self._take_events()
             else:
                 events = []
+            if r.model is not None:
+                # A resident model released outright (not by its users): tell the listeners,
+                # so whoever loaded it unloads it.
+                events.append(AllocatorEvent(why, r, self._clock()))
         if notify or events:
             self._after(notify, events)
         return True

@@ -140,7 +140,8 @@ class Reservation:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        # For a resident model this is one user leaving, not the end of the residency.
+        self._alloc._release_model_or_plain(self)
 
     def __repr__(self) -> str:
         state = "released" if self._released else "held"
@@ -293,7 +294,8 @@ class AllocatorEvent:
 
     Attributes:
         kind: ``evicted`` (idle model pushed out under pressure), ``expired`` (idle model
-            past its keep-alive), ``owner_dead`` (owner process gone), ``lease_expired``.
+            past its keep-alive), ``owner_dead`` (owner process gone), ``lease_expired``, or
+            ``released`` (a resident model's reservation released outright by id).
         reservation: The reservation concerned (already released).
         time: Allocator-clock time.
     """

@@ -490,7 +490,7 @@ class VisionScheduler:
                 entry.error = exc
                 entry.ready.set()
                 with contextlib.suppress(NotFoundError):
-                    self.allocator.release(rid)
+                    self.allocator.release(rid, force=True)
                 with self._lock:
                     self._loads.pop(rid, None)
                 raise
@@ -530,9 +530,9 @@ class VisionScheduler:
             return
         with self._lock:
             entry = self._loads.pop(r.id, None)
-        if entry is None:
-            return
-        if entry.error is None and self._unload is not None:
+        if entry is None or entry.error is not None:
+            return  # never loaded, or its load failed: nothing to unload
+        if self._unload is not None:
             try:
                 self._unload(self.models[r.model], r.device, entry.handle)
             except Exception:
