@@ -182,6 +182,9 @@ def test_external_job_lifecycle() -> None:
         assert [m["name"] for m in status["loadedModels"]] == ["sd3b"]
         r = await c.delete(f"{P}/jobs/{first['id']}", headers=H)
         assert r.status == 409  # running jobs end by completing
+        (sd3b,) = [r for r in service.allocator.reservations() if r.model == "sd3b"]
+        r = await c.delete(f"{P}/reservations/{sd3b.id}", headers=H)
+        assert r.status == 409  # the running job uses it
         r = await c.delete(f"{P}/jobs/{second['id']}", headers=H)
         assert (await r.json())["data"]["status"] == "cancelled"
         r = await c.post(f"{P}/jobs/{first['id']}/complete", json={"success": True}, headers=H)
@@ -197,6 +200,10 @@ def test_external_job_lifecycle() -> None:
         )
         done = (await r.json())["data"]
         assert done["status"] == "failed" and "bad" in done["error"]
+        (resident,) = [r for r in service.allocator.reservations() if r.model == "yolo-v8n"]
+        assert resident.refs == 0
+        r = await c.delete(f"{P}/reservations/{resident.id}", headers=H)
+        assert r.status == 200  # idle: released and unloaded
         r = await c.post(f"{P}/jobs", json={"model": "nope"}, headers=H)
         assert r.status == 404
         listed = (await (await c.get(f"{P}/jobs", headers=H)).json())["data"]

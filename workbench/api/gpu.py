@@ -72,7 +72,12 @@ class _Model(BaseModel):
 
 
 class ReservationBody(_Model):
-    """A VRAM reservation request. Give ``nbytes`` or ``sizeGB`` (GiB)."""
+    """A VRAM reservation request. Give ``nbytes`` or ``sizeGB`` (GiB).
+
+    ``pid`` ties the reservation to a process on the service's own host (it is released
+    when that process exits); a client elsewhere relies on the lease (``leaseS``, renewed
+    with ``POST .../renew``) instead.
+    """
 
     owner: str = Field(min_length=1, max_length=200)
     nbytes: int | None = Field(default=None, gt=0)
