@@ -60,12 +60,17 @@ def _snapshot(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _table(readings: list[Any], infos: list[Any], title: str) -> Any:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title)
-    for col in ("gpu", "name", "used GiB", "total GiB", "util %", "temp C", "power W",
-                "SM MHz", "throttle", "ECC c/u", "procs"):  # fmt: skip
-        table.add_column(col)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("gpu", justify="right")
+    table.add_column("name", max_width=12, overflow="ellipsis", no_wrap=True)
+    for col in ("used", "total", "util%", "°C", "W", "SM MHz"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("throttle", max_width=10, overflow="ellipsis", no_wrap=True)
+    table.add_column("ECC", justify="right", no_wrap=True)
+    table.add_column("procs", justify="right", no_wrap=True)
     for rd, info in zip(readings, infos, strict=True):
         if not rd.available:
             table.add_row(str(rd.index), info.name, f"[red]{rd.error}[/]", *[""] * 8)
@@ -95,7 +100,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for d in snap["devices"]
     ]
     console = Console()
-    console.print(_table(readings, infos, f"GPUs ({snap['backend']})"))
+    console.print(_table(readings, infos, f"GPUs ({snap['backend']}; memory in GiB)"))
     health = snap["health"]
     console.print(f"health: {health['status']}")
     for reason in health["reasons"]:
@@ -139,7 +144,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                     + "; ".join(status["reasons"])
                     + f"   sample {shown}{'' if args.count is None else '/' + str(args.count)}"
                 )
-                live.update(Group(_table(readings, infos, f"GPUs ({backend.name})"), footer))
+                title = f"GPUs ({backend.name}; memory in GiB)"
+                live.update(Group(_table(readings, infos, title), footer))
                 live.refresh()
                 if args.count is not None and shown >= args.count:
                     break
