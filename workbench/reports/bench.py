@@ -289,8 +289,8 @@ def format_value(value: float | None, unit: str) -> str:
 def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of saved runs (``BenchRun.to_dict()``), for the README."""
     lines = [
-        "| suite | benchmark | tool | value | target | met |",
-        "|---|---|---|---|---|---|",
+        "| suite | benchmark | tool | metric | value | target | met |",
+        "|---|---|---|---|---|---|---|",
     ]
     machines = []
     for run in runs:
@@ -304,6 +304,7 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
             target = "" if r["target"] is None else f"{r['target']:g}"
             met = {True: "yes", False: "no", None: ""}[r["meets_target"]]
             lines.append(
-                f"| {run['suite']} | {r['name']} | {r['tool']} | {value} | {target} | {met} |"
+                f"| {run['suite']} | {r['name']} | {r['tool']} | {r['metric']} | {value} "
+                f"| {target} | {met} |"
             )
     return "\n".join(lines) + "\n\nMeasured on " + "; ".join(machines) + "\n"
