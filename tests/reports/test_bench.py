@@ -68,7 +68,7 @@ def test_markdown_table_lists_every_measurement_and_the_machine() -> None:
         quick=False,
     )
     text = markdown_table([run.to_dict()])
-    assert "| s | a | workbench | 12,346 ops/s | 10000 | yes |" in text
-    assert "| s | b | rival | n/a |" in text
+    assert "| s | a | workbench | ops | 12,346 ops/s | 10000 | yes |" in text
+    assert "| s | b | rival | ops | n/a |" in text
     assert "CPU X, 2 cores" in text
     assert format_value(0.01234, "s") == "0.0123 s"

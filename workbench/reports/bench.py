@@ -44,6 +44,7 @@ __all__ = [
 SUITES: dict[str, str] = {
     "env": "workbench.reports.benchmarks.env",
     "mcts": "workbench.reports.benchmarks.mcts",
+    "gpu": "workbench.reports.benchmarks.gpu",
     "service": "workbench.reports.benchmarks.service",
 }
 
@@ -289,8 +290,8 @@ def format_value(value: float | None, unit: str) -> str:
 def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of saved runs (``BenchRun.to_dict()``), for the README."""
     lines = [
-        "| suite | benchmark | tool | value | target | met |",
-        "|---|---|---|---|---|---|",
+        "| suite | benchmark | tool | metric | value | target | met |",
+        "|---|---|---|---|---|---|---|",
     ]
     machines = []
     for run in runs:
@@ -304,6 +305,7 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
             target = "" if r["target"] is None else f"{r['target']:g}"
             met = {True: "yes", False: "no", None: ""}[r["meets_target"]]
             lines.append(
-                f"| {run['suite']} | {r['name']} | {r['tool']} | {value} | {target} | {met} |"
+                f"| {run['suite']} | {r['name']} | {r['tool']} | {r['metric']} | {value} "
+                f"| {target} | {met} |"
             )
     return "\n".join(lines) + "\n\nMeasured on " + "; ".join(machines) + "\n"

@@ -11,7 +11,7 @@ def run(ctx: DemoContext) -> DemoSection:
     import pandas as pd
 
     from workbench.doctor import run_checks
-    from workbench.reports.bench import BenchContext, run_suites
+    from workbench.reports.bench import BenchContext, format_value, run_suites
     from workbench.reports.figures import bench_figures
 
     checks = run_checks(ctx.settings)
@@ -26,7 +26,7 @@ def run(ctx: DemoContext) -> DemoSection:
         for c in checks
         if c.ok is not None
     ]
-    lines += [f"{m.name}: {m.value:.4g} {m.unit}" for m in bench.measurements]
+    lines += [f"{m.name}: {format_value(m.value, m.unit)}" for m in bench.measurements]
     return DemoSection(
         title="Environment",
         lines=lines,

@@ -1,0 +1,372 @@
+"""One object wiring the GPU subsystem for a long-running process (the HTTP service, the CLI).
+
+:class:`VisionService` owns a backend (NVML where a driver answers, else simulated), a
+:class:`~workbench.gpu.allocator.VramAllocator`, a
+:class:`~workbench.gpu.scheduler.VisionScheduler`, a :class:`~workbench.gpu.monitor.GpuMonitor`
+with health tracking and Prometheus export, and the allocator's janitor thread. It also gives
+the platform's view of them (``status``, ``models``) with real numbers, or ``None`` where the
+device does not report one.
+
+**External jobs.** Over HTTP the work itself runs in another process (the vision worker), so
+a job submitted there is a claim: it queues like any job, and once it holds a slot and its
+model's memory its status becomes ``running``; the worker then does the work and reports
+``complete``. A job not completed within ``max_run_s`` fails, so a crashed worker cannot hold
+a slot for ever.
+
+Knobs come from the ``[gpu]`` section of the settings (``WORKBENCH_GPU__<KEY>``), see
+:class:`VisionConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from workbench.errors import BackendUnavailable, ConfigError, ConflictError, WaitTimeout
+from workbench.gpu.allocator import VramAllocator
+from workbench.gpu.health import HealthEvent, HealthThresholds, HealthTracker
+from workbench.gpu.monitor import GpuMonitor, PrometheusExporter
+from workbench.gpu.scheduler import DEFAULT_MODELS, Job, JobContext, ModelSpec, VisionScheduler
+from workbench.gpu.simulated import SimulatedBackend
+from workbench.gpu.types import GIB, DeviceBackend
+
+__all__ = ["VisionConfig", "VisionService", "make_backend"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VisionConfig:
+    """Knobs of the vision service (``[gpu]`` in workbench.toml).
+
+    Attributes:
+        backend: ``auto`` (NVML if it initialises, else simulated), ``nvml`` or ``simulated``.
+        devices: Simulated devices.
+        memory_gib: Memory of each simulated device, GiB.
+        budget_fraction: Share of each device the allocator may reserve.
+        slots_per_device: Concurrent jobs per device.
+        monitor_hz: Background sampling rate.
+        aging_per_s: Priority gained per second of queueing.
+        janitor_interval_s: Period of the allocator's cleanup.
+        max_run_s: Longest an external job may run before it fails.
+        keep_alive_s: Idle time a model stays resident (every model of the table).
+        temperature_warning_c: Health warning temperature, °C.
+        temperature_critical_c: Health critical temperature, °C.
+        memory_warning_fraction: Health warning at this used / total memory.
+        models: Extra or replaced models: ``{name: {type, size_gb, load_ms, priority,
+            keep_alive_s}}`` (``[gpu.models.<name>]`` tables in workbench.toml), added to the
+            platform's table.
+    """
+
+    backend: str = "auto"
+    devices: int = 1
+    memory_gib: float = 24.0
+    budget_fraction: float = 20 / 24
+    slots_per_device: int = 1
+    monitor_hz: float = 2.0
+    aging_per_s: float = 0.1
+    janitor_interval_s: float = 1.0
+    max_run_s: float = 600.0
+    keep_alive_s: float = 300.0
+    temperature_warning_c: float = 83.0
+    temperature_critical_c: float = 90.0
+    memory_warning_fraction: float = 0.90
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in {"auto", "nvml", "simulated"}:
+            raise ConfigError(f"gpu.backend={self.backend!r}: use auto, nvml or simulated")
+        if self.devices < 1 or self.memory_gib <= 0:
+            raise ConfigError("gpu.devices must be >= 1 and gpu.memory_gib > 0")
+        if not self.max_run_s > 0 or not self.janitor_interval_s > 0:
+            raise ConfigError("gpu.max_run_s and gpu.janitor_interval_s must be positive")
+        self.model_table()  # validates the extra models
+        self.thresholds()
+
+    def thresholds(self) -> HealthThresholds:
+        """Health thresholds from the knobs."""
+        return HealthThresholds(
+            temperature_warning_c=self.temperature_warning_c,
+            temperature_critical_c=self.temperature_critical_c,
+            memory_warning_fraction=self.memory_warning_fraction,
+            memory_critical_fraction=max(0.98, self.memory_warning_fraction),
+        )
+
+    def model_table(self) -> dict[str, ModelSpec]:
+        """The platform's model table plus ``models``, with ``keep_alive_s`` applied."""
+        table = {
+            name: replace(spec, keep_alive_s=self.keep_alive_s)
+            for name, spec in DEFAULT_MODELS.items()
+        }
+        for name, raw in self.models.items():
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"[gpu.models.{name}] must be a table of model fields")
+            unknown = set(raw) - {"type", "size_gb", "load_ms", "priority", "keep_alive_s"}
+            if unknown or "size_gb" not in raw:
+                raise ConfigError(
+                    f"[gpu.models.{name}] needs size_gb and may have type, load_ms, priority, "
+                    f"keep_alive_s; got {sorted(raw)}"
+                )
+            try:
+                table[name] = ModelSpec(
+                    name,
+                    str(raw.get("type", "analysis")),
+                    int(float(raw["size_gb"]) * GIB),
+                    float(raw.get("load_ms", 0)) / 1000,
+                    int(raw.get("priority", 0)),
+                    float(raw.get("keep_alive_s", self.keep_alive_s)),
+                )
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"[gpu.models.{name}]: {exc}") from None
+        return table
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> VisionConfig:
+        """Build from a settings section, refusing unknown keys."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(section) - set(known)
+        if unknown:
+            raise ConfigError(
+                f"unknown [gpu] setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values: dict[str, Any] = {}
+        for key, raw in section.items():
+            if key == "models":
+                values[key] = raw
+                continue
+            default = getattr(cls(), key)
+            try:
+                values[key] = type(default)(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"[gpu] {key}={raw!r} is not a {type(default).__name__}"
+                ) from None
+        return cls(**values)
+
+
+def make_backend(config: VisionConfig) -> DeviceBackend:
+    """The configured backend; ``auto`` falls back to simulated where NVML is absent."""
+    if config.backend in {"auto", "nvml"}:
+        try:
+            from workbench.gpu._nvml import NvmlBackend
+
+            return NvmlBackend()
+        except (BackendUnavailable, ImportError) as exc:
+            if config.backend == "nvml":
+                raise BackendUnavailable(f"gpu.backend=nvml but {exc}") from exc
+            log.info("no NVML here (%s); using a simulated GPU", exc)
+    return SimulatedBackend(devices=config.devices, memory_gib=config.memory_gib)
+
+
+class _External:
+    __slots__ = ("done", "error", "ok", "started")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.started = False
+        self.ok = True
+        self.error: str | None = None
+
+
+class VisionService:
+    """The GPU subsystem assembled for a service (see the module docstring).
+
+    Args:
+        config: Knobs (default :class:`VisionConfig`).
+        backend: Use this backend instead of :func:`make_backend`.
+        export_metrics: Publish readings as Prometheus gauges.
+    """
+
+    def __init__(
+        self,
+        config: VisionConfig | None = None,
+        *,
+        backend: DeviceBackend | None = None,
+        export_metrics: bool = True,
+    ) -> None:
+        self.config = config or VisionConfig()
+        self.backend = backend or make_backend(self.config)
+        self.allocator = VramAllocator(self.backend, self.config.budget_fraction)
+        self.scheduler = VisionScheduler(
+            self.allocator,
+            models=self.config.model_table(),
+            slots_per_device=self.config.slots_per_device,
+            aging_per_s=self.config.aging_per_s,
+        )
+        self.health = HealthTracker(self.config.thresholds())
+        self.health.add_listener(self._on_health)
+        exporter = PrometheusExporter(self.backend) if export_metrics else None
+        self.monitor = GpuMonitor(
+            self.backend, self.config.monitor_hz, health=self.health, exporter=exporter,
+            allocator=self.allocator,
+        )  # fmt: skip
+        self._external: dict[str, _External] = {}
+        self._lock = threading.Lock()
+        self._janitor: threading.Event | None = None
+
+    def start(self) -> VisionService:
+        """Start sampling and cleanup (takes a first sample so views are never empty)."""
+        self.monitor.sample()
+        self.monitor.start()
+        self._janitor = self.allocator.start_janitor(self.config.janitor_interval_s)
+        return self
+
+    def close(self) -> None:
+        """Stop threads, cancel queued jobs and release the driver (idempotent)."""
+        self.monitor.stop()
+        if self._janitor is not None:
+            self._janitor.set()
+        for ext in list(self._external.values()):
+            ext.ok, ext.error = False, "service shut down"
+            ext.done.set()
+        self.scheduler.shutdown(wait=False)
+        self.backend.close()
+
+    def _on_health(self, event: HealthEvent) -> None:
+        # A device that fell off gets no new reservations until it answers again.
+        if event.issue.check == "device_lost":
+            online = event.kind == "cleared"
+            log.warning("GPU %d %s", event.issue.device, "is back" if online else "was lost")
+            self.allocator.set_online(event.issue.device, online)
+
+    # -- views ---------------------------------------------------------------------------
+
+    def readings(self) -> list[Any]:
+        return self.monitor.latest() or self.monitor.sample()
+
+    def status(self) -> dict[str, Any]:
+        """The platform's ``/vision/status``: GPU metrics (GB), loaded models, queue."""
+        readings = self.readings()
+        total = sum(self.allocator.device_total(r.index) for r in readings)
+        used = [r.memory_used_bytes for r in readings if r.available]
+        temps = [r.temperature_c for r in readings if r.temperature_c is not None]
+        utils = [r.utilization_pct for r in readings if r.utilization_pct is not None]
+        used_total = sum(u for u in used if u is not None) if used else None
+        budget = sum(self.allocator.budget(d) for d in range(self.allocator.device_count))
+        reserved = sum(self.allocator.reserved(d) for d in range(self.allocator.device_count))
+        return {
+            "gpuMetrics": {
+                "totalVRAM": round(total / GIB, 3),
+                "usedVRAM": None if used_total is None else round(used_total / GIB, 3),
+                "availableVRAM": None
+                if used_total is None
+                else round((total - used_total) / GIB, 3),
+                "budgetVRAM": round(budget / GIB, 3),
+                "reservedVRAM": round(reserved / GIB, 3),
+                "temperature": max(temps) if temps else None,
+                "utilization": round(sum(utils) / len(utils), 1) if utils else None,
+            },
+            "loadedModels": self.scheduler.loaded_models(),
+            "queueLength": self.scheduler.queue_length(),
+            "activeTasks": self.scheduler.running(),
+            "backend": self.backend.name,
+            "deviceCount": self.backend.device_count(),
+            "health": self.health.status()["status"],
+        }
+
+    def models(self) -> list[dict[str, Any]]:
+        """The model table in the platform's ``ModelInfo`` shape with residency."""
+        resident = {m["name"]: m for m in self.scheduler.loaded_models()}
+        out = []
+        for spec in self.scheduler.models.values():
+            info = spec.to_platform()
+            live = resident.get(spec.name)
+            info["loaded"] = live is not None
+            info["lastUsed"] = live["lastUsed"] if live else None
+            info["device"] = live["device"] if live else None
+            out.append(info)
+        return out
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Per device: static info, the latest reading and the allocator's ledger."""
+        snap = {d["device"]: d for d in self.allocator.snapshot()["devices"]}
+        out = []
+        for rd in self.readings():
+            info = self.backend.device_info(rd.index).to_dict()
+            info["reading"] = rd.to_dict()
+            info["allocator"] = snap.get(rd.index)
+            out.append(info)
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        """In-process counters (allocator, scheduler, monitor)."""
+        jobs = self.scheduler.jobs()
+        by_status: dict[str, int] = {}
+        for j in jobs:
+            by_status[j.status] = by_status.get(j.status, 0) + 1
+        return {
+            "allocator": self.allocator.snapshot()["stats"],
+            "reservations": len(self.allocator.reservations()),
+            "waitingReservations": self.allocator.waiting(),
+            "jobs": by_status,
+            "queueLength": self.scheduler.queue_length(),
+            "monitor": {
+                "hz": self.monitor.hz,
+                "samples": self.monitor.samples_taken,
+                "cpuSeconds": round(self.monitor.cpu_seconds, 6),
+                "ticksSkipped": self.monitor.ticks_skipped,
+            },
+        }
+
+    def health_status(self) -> dict[str, Any]:
+        """Health with reasons, plus the recent health events."""
+        status = self.health.status()
+        status["events"] = [e.to_dict() for e in self.health.events()[-50:]]
+        return status
+
+    # -- external jobs -------------------------------------------------------------------
+
+    def submit_external(self, model: str, priority: int, max_run_s: float | None) -> Job:
+        """Queue a job whose work another process does (see the module docstring)."""
+        ext = _External()
+        limit = min(max_run_s or self.config.max_run_s, self.config.max_run_s)
+
+        def task(ctx: JobContext) -> dict[str, Any]:
+            ext.started = True  # slot and model memory are held from here on
+            if not ext.done.wait(limit):
+                raise WaitTimeout(
+                    f"job {ctx.job_id} was not completed within {limit} s; its worker is "
+                    "presumed gone and its slot was taken back",
+                )
+            if not ext.ok:
+                raise RuntimeError(ext.error or "the worker reported a failure")
+            return {"device": ctx.device}
+
+        job = self.scheduler.submit(model, task, priority)
+        with self._lock:
+            self._external[job.id] = ext
+        job.future.add_done_callback(lambda _: self._external.pop(job.id, None))
+        return job
+
+    def job_status(self, job: Job) -> str:
+        """A job's status, with ``starting`` for a job that holds a slot but is still waiting
+        for its model's memory."""
+        ext = self._external.get(job.id)
+        if job.status == "running" and ext is not None and not ext.started:
+            return "starting"
+        return job.status
+
+    def job_view(self, job: Job) -> dict[str, Any]:
+        """A job as JSON, with the external status."""
+        out = job.to_dict()
+        out["status"] = self.job_status(job)
+        return out
+
+    def complete_external(self, job_id: str, ok: bool, error: str | None = None) -> Job:
+        """Report the end of an external job's work.
+
+        Raises:
+            NotFoundError: unknown job.
+            ConflictError: the job is not running.
+        """
+        job = self.scheduler.job(job_id)
+        ext = self._external.get(job_id)
+        status = self.job_status(job)
+        if status != "running" or ext is None:
+            raise ConflictError(f"job {job_id} is {status}; only a running job can be completed")
+        ext.ok, ext.error = ok, error
+        ext.done.set()
+        return job
