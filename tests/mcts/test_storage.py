@@ -96,3 +96,20 @@ def test_redis_roundtrip(redis_adapter) -> None:
     redis_adapter.set(store.result_key("bad"), b"garbage")
     with pytest.raises(StorageFormatError):
         store.load_result("bad")
+
+
+def test_feedback_finds_orchestrations_saved_in_redis(redis_adapter) -> None:
+    from workbench.mcts.orchestrate import OrchestrationOptions, Orchestrator
+
+    store = RedisStore(redis_adapter, ttl_s=60)
+    first = Orchestrator(store=store)
+    r = first.orchestrate({"taskType": "qa"}, ["a", "b"], options=OrchestrationOptions(
+        iterations=50, seed=0, execute=False))  # fmt: skip
+    saved = store.load_result(r.orchestration_id)
+    assert saved["bestAction"] == r.best_action and saved["taskType"] == "qa"
+    other = Orchestrator(store=store)  # another process, or after the record expired
+    out = other.feedback(r.orchestration_id, 5)
+    assert out["agent"] == r.best_action and out["taskType"] == "qa"
+    assert other.registry.get(r.best_action, "qa").success.alpha == 2.0
+    with pytest.raises(NotFoundError):
+        other.feedback("never-made", 3)

@@ -191,7 +191,7 @@ class MctsService:
                 registry = self.store.load_models()
             except NotFoundError:
                 registry = None
-        self.orchestrator = Orchestrator(registry)
+        self.orchestrator = Orchestrator(registry, store=self.store)
         self.feedback_log: list[dict[str, Any]] = []
         self.started = time.time()
         self.searches = 0
@@ -367,12 +367,13 @@ async def orchestrate_batch(req: ApiRequest) -> Any:
 async def feedback_route(req: ApiRequest) -> Any:
     svc = service(req)
     body: FeedbackBody = req.body
-    out = svc.orchestrator.feedback(body.orchestration_id, body.rating, comment=body.comment)
-    result = svc.orchestrator.get(body.orchestration_id)
+    out = await asyncio.to_thread(
+        svc.orchestrator.feedback, body.orchestration_id, body.rating, comment=body.comment
+    )
     svc.feedback_log.append(
         {
             "agent": out["agent"],
-            "taskType": result.task_type,
+            "taskType": out["taskType"],
             "reward": out["reward"],
             "rating": body.rating,
             "timestamp": out["timestamp"],

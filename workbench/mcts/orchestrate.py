@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from workbench import metrics
-from workbench.errors import InputError, NotFoundError
+from workbench.errors import BackendUnavailable, InputError, NotFoundError
 from workbench.mcts import _kernels
 from workbench.mcts._random import rng_seed
 from workbench.mcts.models import ModelRegistry, agent_type
@@ -41,6 +41,7 @@ __all__ = [
     "OrchestrationOptions",
     "OrchestrationResult",
     "Orchestrator",
+    "ResultStore",
     "feedback",
     "orchestrate",
 ]
@@ -129,6 +130,14 @@ class AgentOutcome:
     tokens: float = 0.0
     response: Any = None
     error: str | None = None
+
+
+class ResultStore(Protocol):
+    """Where orchestration summaries are kept beyond this process (a ``RedisStore``)."""
+
+    def save_result(self, search_id: str, result: dict[str, Any]) -> None: ...
+
+    def load_result(self, search_id: str) -> dict[str, Any]: ...
 
 
 class Executor(Protocol):
@@ -268,6 +277,9 @@ class Orchestrator:
         registry: Agent models (a fresh one with the priors if omitted).
         max_records: Orchestrations remembered for feedback (oldest dropped first).
         max_trees: Of those, how many keep their tree for visualization.
+        store: Where results are also saved (``save_result`` / ``load_result``, e.g. a
+            :class:`~workbench.mcts.storage.RedisStore` under ``ab-mcts:result:<id>``), so
+            feedback finds an orchestration after it left memory or in another process.
     """
 
     def __init__(
@@ -276,8 +288,10 @@ class Orchestrator:
         *,
         max_records: int = 1000,
         max_trees: int = 64,
+        store: ResultStore | None = None,
     ) -> None:
         self.registry = registry if registry is not None else ModelRegistry()
+        self.store = store
         self.max_records = max_records
         self.max_trees = max_trees
         self._records: OrderedDict[str, _Record] = OrderedDict()
@@ -395,6 +409,21 @@ class Orchestrator:
             total_time_s=time.perf_counter() - t0,
         )
         self._remember(oid, _Record(result, tree))
+        if self.store is not None:
+            summary = {
+                "searchId": oid,
+                "bestAction": best_action,
+                "taskType": task_type,
+                "confidence": confidence,
+                "executionPath": [s.agent for s in best],
+                "searchMetrics": result.search_metrics,
+                "recommendations": list(result.recommendations),
+                "timestamp": time.time(),
+            }
+            try:
+                self.store.save_result(oid, summary)
+            except BackendUnavailable as exc:  # the answer matters more than its copy
+                logger.warning("orchestration %s not saved: %s", oid, exc)
         return result
 
     def _step(self, tree: Tree, node: int) -> PathStep:
@@ -508,9 +537,6 @@ class Orchestrator:
             NotFoundError: the orchestration id is unknown (or expired).
             InputError: neither or both of rating and reward, or values out of range.
         """
-        rec = self._records.get(orchestration_id)
-        if rec is None:
-            raise NotFoundError(f"orchestration {orchestration_id!r} is unknown or expired")
         if (rating is None) == (reward is None):
             raise InputError("feedback: give exactly one of rating (1..5) or reward")
         if rating is not None:
@@ -532,6 +558,21 @@ class Orchestrator:
             value = float(reward)  # type: ignore[arg-type]
         if not 0.0 <= value <= 1.0:
             raise InputError(f"reward: must be in [0, 1], got {value}", details={"field": "reward"})
+        entry = {"rating": rating, "reward": value, "comment": comment, "timestamp": time.time()}
+        rec = self._records.get(orchestration_id)
+        if rec is None:
+            saved = self._saved(orchestration_id)
+            agent = str(saved["bestAction"])
+            if agent != "fallback":
+                self.registry.update(agent, str(saved["taskType"]), 1.0 if value > 0.5 else 0.0)
+
+            task_type = str(saved["taskType"])
+            return {
+                "orchestrationId": orchestration_id,
+                "agent": agent,
+                "taskType": task_type,
+                **entry,
+            }
         result = rec.result
         agent = result.best_action
         if agent != "fallback":
@@ -543,9 +584,23 @@ class Orchestrator:
                 t.ints[I_VISITS, step.node_id] += 1
                 t.floats[F_SUM, step.node_id] += r
                 r *= 0.95
-        entry = {"rating": rating, "reward": value, "comment": comment, "timestamp": time.time()}
         rec.feedback.append(entry)
-        return {"orchestrationId": orchestration_id, "agent": agent, **entry}
+        return {
+            "orchestrationId": orchestration_id,
+            "agent": agent,
+            "taskType": result.task_type,
+            **entry,
+        }
+
+    def _saved(self, orchestration_id: str) -> Mapping[str, Any]:
+        if self.store is None:
+            raise NotFoundError(f"orchestration {orchestration_id!r} is unknown or expired")
+        try:
+            return self.store.load_result(orchestration_id)
+        except NotFoundError:
+            raise NotFoundError(
+                f"orchestration {orchestration_id!r} is unknown or expired"
+            ) from None
 
     def visualization(self, orchestration_id: str, *, max_nodes: int = 500) -> dict[str, Any]:
         """Nodes, edges and metrics of one orchestration's tree (platform shape)."""
