@@ -298,8 +298,13 @@ heavy = [m for m in ("scipy.stats", "pandas", "plotly", "torch") if m in sys.mod
 from workbench.mcts import _kernels as K
 kernels = (K.tell_and_select, K.add_child, K.init_root, K.release_pending)
 compiled = sum(sum(k.stats.cache_misses.values()) for k in kernels)
-print(json.dumps({"first_s": first, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                  / 1024, "heavy": heavy, "compiled": compiled}))
+# VmHWM is this process's own peak; ru_maxrss would start from the parent's peak at fork.
+try:
+    line = [x for x in open("/proc/self/status") if x.startswith("VmHWM:")][0]
+    rss_mb = int(line.split()[1]) / 1024
+except (OSError, IndexError):
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"first_s": first, "rss_mb": rss_mb, "heavy": heavy, "compiled": compiled}))
 """
 
 
