@@ -1,0 +1,205 @@
+"""The AB-MCTS routes: shapes, validation, limits, admin, feedback, auto-pilot, raw routes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.api.conftest import bearer, run_with_client
+from workbench.api.app import create_app
+from workbench.config import Settings
+
+ADMIN = "admin-token-456"
+AGENTS = ["planner", "retriever", "synthesizer"]
+
+
+def _app(**sections: Any):
+    return create_app(Settings(admin_token=ADMIN, sections={"mcts": sections} if sections else {}))
+
+
+def test_orchestrate_feedback_visualization_models() -> None:
+    async def scenario(client: TestClient) -> None:
+        body = {
+            "userRequest": "summarise",
+            "context": {"agents": AGENTS, "taskType": "qa"},
+            "options": {"maxIterations": 300, "visualize": True, "seed": 1},
+        }
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json=body)
+        assert r.status == 200, await r.text()
+        doc = await r.json()
+        assert doc["success"] is True and doc["metadata"]["message"] == "Orchestration completed"
+        data = doc["data"]
+        assert data["bestAction"] in AGENTS and data["searchMetrics"]["iterations"] == 300
+        assert data["response"]["data"] == {"predicted": True}
+        assert data["visualization"]["metrics"]["totalNodes"] == 301
+        oid = data["orchestrationId"]
+
+        r = await client.post(
+            "/api/v1/ab-mcts/feedback", json={"orchestrationId": oid, "rating": 5}
+        )
+        assert (await r.json())["data"]["rating"] == 5
+        r = await client.get(f"/api/v1/ab-mcts/visualization/{oid}")
+        assert (await r.json())["data"]["nodes"]
+        r = await client.get("/api/v1/ab-mcts/visualization/unknown")
+        assert r.status == 404 and (await r.json())["error"]["code"] == "NOT_FOUND"
+        r = await client.get("/api/v1/ab-mcts/models", params={"taskType": "qa"})
+        models = (await r.json())["data"]
+        assert models["taskType"] == "qa" and models["rankings"][0]["agent"] in AGENTS
+        for path in ("metrics", "report", "health"):
+            r = await client.get(f"/api/v1/ab-mcts/{path}")
+            assert r.status == 200, path
+        report = (await (await client.get("/api/v1/ab-mcts/report")).json())["data"]
+        assert report["summary"]["totalFeedbacks"] == 1
+        health = (await (await client.get("/api/v1/ab-mcts/health")).json())["data"]
+        assert health["status"] in {"healthy", "degraded"}
+
+    run_with_client(_app(), scenario)
+
+
+def test_validation_and_limits() -> None:
+    async def scenario(client: TestClient) -> None:
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json={"userRequest": ""})
+        err = await r.json()
+        assert r.status == 400 and err["error"]["code"] == "VALIDATION_ERROR"
+        assert "userRequest" in str(err["error"])
+        too_many = {"userRequest": "x", "context": {"agents": [f"a{i}" for i in range(101)]}}
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json=too_many)
+        assert r.status == 400 and "agents" in str(await r.json())
+        big = {"userRequest": "x", "options": {"maxIterations": 10_001}}
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json=big)
+        assert r.status == 400 and "maxIterations" in str(await r.json())
+        r = await client.post(
+            "/api/v1/ab-mcts/feedback", json={"orchestrationId": "x", "rating": 9}
+        )
+        assert r.status == 400 and "rating" in str(await r.json())
+        r = await client.post(
+            "/api/v1/ab-mcts/feedback", json={"orchestrationId": "x", "rating": 3}
+        )
+        assert r.status == 404
+        r = await client.post("/api/v1/ab-mcts/reset")
+        assert r.status == 403
+        r = await client.post("/api/v1/ab-mcts/reset", headers=bearer(ADMIN))
+        assert r.status == 200 and (await r.json())["data"]["message"]
+
+    run_with_client(_app(), scenario)
+
+
+def test_configured_iteration_limit() -> None:
+    async def scenario(client: TestClient) -> None:
+        body = {"userRequest": "x", "options": {"maxIterations": 20_000, "seed": 0}}
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json=body)
+        assert r.status == 200, await r.text()
+
+    run_with_client(_app(max_iterations=50_000), scenario)
+
+
+def test_batch() -> None:
+    async def scenario(client: TestClient) -> None:
+        body = {
+            "requests": [{"userRequest": f"q{i}"} for i in range(3)],
+            "options": {"maxIterations": 50},
+        }
+        r = await client.post("/api/v1/ab-mcts/orchestrate/batch", json=body)
+        data = (await r.json())["data"]
+        assert data["summary"]["total"] == 3 == data["summary"]["successful"]
+        assert [x["index"] for x in data["results"]] == [0, 1, 2]
+
+    run_with_client(_app(), scenario)
+
+
+def test_auto_pilot() -> None:
+    async def scenario(client: TestClient) -> None:
+        r = await client.post(
+            "/api/v1/ab-mcts/auto-pilot/submit", json={"userRequest": "low", "priority": 1}
+        )
+        assert r.status == 200 and (await r.json())["data"]["status"] == "queued"
+        await client.post(
+            "/api/v1/ab-mcts/auto-pilot/submit", json={"userRequest": "high", "priority": 9}
+        )
+        st = (await (await client.get("/api/v1/ab-mcts/auto-pilot/status")).json())["data"]
+        assert st["active"] is False and st["queue"]["queued"] == 2
+        assert st["queue"]["queuedTasks"][0]["userRequest"] == "high"
+        await client.post("/api/v1/ab-mcts/auto-pilot/start")
+        for _ in range(200):
+            m = (await (await client.get("/api/v1/ab-mcts/auto-pilot/metrics")).json())["data"]
+            if m["performance"]["successfulRequests"] == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert m["performance"]["successfulRequests"] == 2 and m["queue"]["queued"] == 0
+        r = await client.post("/api/v1/ab-mcts/auto-pilot/stop")
+        assert (await r.json())["data"]["status"] == "stopped"
+
+    run_with_client(_app(), scenario)
+
+
+def test_rust_routes_raw_shapes() -> None:
+    ctx = {
+        "task": "write code",
+        "contextData": {"taskType": "code"},
+        "executionContext": {"sessionId": "s1"},
+    }
+
+    async def scenario(client: TestClient) -> None:
+        body = {
+            "context": ctx,
+            "availableAgents": AGENTS,
+            "options": {"maxIterations": 200, "seed": 3},
+        }
+        r = await client.post("/api/v1/ab-mcts-rust/search", json=body)
+        doc = await r.json()
+        assert r.status == 200 and doc["success"] is True and "data" not in doc
+        res = doc["result"]
+        assert res["bestPath"] and res["bestPath"][0]["agentName"] in AGENTS
+        assert doc["metadata"]["version"] == "rust-0.1.0"
+        assert set(res["executionPlan"]) >= {"steps", "totalEstimatedTimeMs", "riskAssessment"}
+        body = {"context": ctx, "availableAgents": AGENTS, "maxRecommendations": 2}
+        doc = await (await client.post("/api/v1/ab-mcts-rust/recommend", json=body)).json()
+        assert 1 <= len(doc["recommendations"]) <= 2
+        fb = {
+            "sessionId": "s1",
+            "agentName": "planner",
+            "taskType": "code",
+            "reward": {
+                "value": 0.9,
+                "components": {"quality": 1, "speed": 0.8, "cost": 0.7},
+                "metadata": {"tokensUsed": 120, "executionTimeMs": 300},
+            },
+        }
+        doc = await (await client.post("/api/v1/ab-mcts-rust/feedback", json=fb)).json()
+        assert doc["success"] and doc["model"]["samples"] == 1
+        r = await client.post(
+            "/api/v1/ab-mcts-rust/search", json={"context": ctx, "availableAgents": []}
+        )
+        assert r.status == 400 and "availableAgents" in str(await r.json())
+        r = await client.post(
+            "/api/v1/ab-mcts-rust/search",
+            json={"context": {**ctx, "task": ""}, "availableAgents": AGENTS},
+        )
+        assert r.status == 400 and "task" in str(await r.json())
+        h = await (await client.get("/api/v1/ab-mcts-rust/health")).json()
+        assert h["status"] == "healthy" and h["features"]["feedback"] is True
+        s = await (await client.get("/api/v1/ab-mcts-rust/stats")).json()
+        assert s["stats"]["searches"] == 2 and s["stats"]["feedbackReceived"] == 1
+
+    run_with_client(_app(), scenario)
+
+
+def test_models_persist_in_redis(redis_adapter, redis_url: str) -> None:
+    from workbench.mcts.storage import RedisStore
+
+    settings = Settings(
+        redis_url=redis_url,
+        redis_prefix=redis_adapter.prefix,
+        sections={"mcts": {"persist": "redis"}},
+    )
+
+    async def scenario(client: TestClient) -> None:
+        body = {"userRequest": "x", "context": {"agents": AGENTS}, "options": {"maxIterations": 20}}
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json=body)
+        assert r.status == 200
+
+    run_with_client(create_app(settings), scenario)
+    reg = RedisStore(redis_adapter).load_models()
+    assert len(reg) >= 1

@@ -1,0 +1,177 @@
+"""Agent orchestration: contract, limits, learning from outcomes, feedback."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from workbench.errors import InputError, NotFoundError
+from workbench.mcts.orchestrate import (
+    AgentOutcome,
+    OrchestrationOptions,
+    Orchestrator,
+    default_orchestrator,
+    feedback,
+    orchestrate,
+)
+
+AGENTS = ["planner", "retriever", "synthesizer", "coder", "personal-assistant"]
+TRUE_P = {
+    "planner": 0.3,
+    "retriever": 0.5,
+    "synthesizer": 0.9,
+    "coder": 0.4,
+    "personal-assistant": 0.2,
+}
+
+
+def executor(seed: int = 0):
+    rng = np.random.default_rng(seed)
+
+    def run(agent: str, context: object) -> AgentOutcome:
+        return AgentOutcome(float(rng.random() < TRUE_P[agent]), 800.0, 200.0)
+
+    return run
+
+
+def test_result_shape_and_determinism() -> None:
+    orc = Orchestrator()
+    opts = OrchestrationOptions(iterations=300, seed=3, execute=False)
+    a = orc.orchestrate({"userRequest": "hi"}, AGENTS, options=opts)
+    b = Orchestrator().orchestrate({"userRequest": "hi"}, AGENTS, options=opts)
+    assert [s.agent for s in a.best_path] == [s.agent for s in b.best_path]
+    assert a.best_action in AGENTS and 0 <= a.confidence <= 1
+    assert a.search_metrics["iterations"] == 300 and a.search_metrics["nodesExplored"] == 300
+    d = a.to_dict()
+    assert set(d) >= {
+        "orchestrationId",
+        "bestAction",
+        "confidence",
+        "searchMetrics",
+        "executionPlan",
+        "recommendations",
+        "alternativePaths",
+    }
+    assert d["executionPlan"]["riskAssessment"] in {"low", "medium", "high"}
+    assert len(a.alternatives) <= 3 and a.outcome is None
+    for path in (a.best_path, *a.alternatives):  # no agent twice among siblings
+        assert all(s.depth == i + 1 for i, s in enumerate(path))
+
+
+def test_limits() -> None:
+    orc = Orchestrator()
+    with pytest.raises(InputError, match="agents"):
+        orc.orchestrate({}, [f"a{i}" for i in range(101)])
+    with pytest.raises(InputError, match="iterations"):
+        OrchestrationOptions(iterations=10_001)
+    assert OrchestrationOptions(iterations=20_000, max_iterations=50_000).iterations == 20_000
+    with pytest.raises(InputError):
+        orc.orchestrate({}, ["a", "a"])
+    r = orc.orchestrate({}, ["a", "b"], options=OrchestrationOptions(iterations=10_000, budget=1))
+    assert r.search_metrics["iterations"] < 10_000 and r.search_metrics["budgetLeft"] == 0
+
+
+def test_siblings_are_distinct_agents() -> None:
+    orc = Orchestrator()
+    r = orc.orchestrate({}, AGENTS, options=OrchestrationOptions(iterations=2000, seed=1))
+    tree = orc._records[r.orchestration_id].tree
+    assert tree is not None
+    for node in range(tree.size):
+        acts = [int(tree.ints[5, c]) for c in tree.children(node)]
+        assert len(acts) == len(set(acts))
+
+
+def test_learns_the_best_agent_from_outcomes() -> None:
+    """After 150 orchestrations with real outcomes, the best agent (success 0.9 vs <= 0.5)
+    is chosen in at least 40 of the last 50 (seeded; deterministic)."""
+    orc = Orchestrator()
+    run = executor(0)
+    picks = [
+        orc.orchestrate(
+            {"taskType": "qa"}, AGENTS, run, options=OrchestrationOptions(iterations=200, seed=i)
+        ).best_action
+        for i in range(150)
+    ]
+    assert Counter(picks[-50:])["synthesizer"] >= 40
+    ranks = orc.registry.rankings("qa")
+    assert ranks[0]["agent"] == "synthesizer"
+
+
+def test_model_executor_and_speed() -> None:
+    orc = Orchestrator()
+    opts = OrchestrationOptions(iterations=1000, seed=0)
+    orc.orchestrate({}, AGENTS, options=opts)
+    t0 = time.perf_counter()
+    r = orc.orchestrate({}, AGENTS, options=opts)
+    assert time.perf_counter() - t0 < 0.5  # generous: the benchmark measures the real figure
+    assert r.outcome is not None and r.reward is not None
+    assert r.outcome.response == {"predicted": True}
+
+
+def test_failing_executor_is_an_observation() -> None:
+    def boom(agent: str, ctx: object) -> AgentOutcome:
+        raise RuntimeError("agent down")
+
+    orc = Orchestrator()
+    r = orc.orchestrate({}, ["a", "b"], boom, options=OrchestrationOptions(iterations=50, seed=0))
+    assert r.outcome is not None and r.outcome.success == 0 and r.outcome.error == "agent down"
+    assert orc.registry.get(r.best_action).success.beta == 2.0
+
+
+def test_feedback_and_visualization() -> None:
+    orc = Orchestrator()
+    r = orc.orchestrate({"taskType": "t"}, AGENTS, options=OrchestrationOptions(iterations=100))
+    before = orc.registry.get(r.best_action, "t").success.alpha
+    out = orc.feedback(r.orchestration_id, 5)
+    assert out["reward"] == 1.0 and orc.registry.get(r.best_action, "t").success.alpha == before + 1
+    orc.feedback(r.orchestration_id, reward={"quality": 0.2, "speed": 0.1, "cost": 0.0})
+    with pytest.raises(InputError):
+        orc.feedback(r.orchestration_id, 6)
+    with pytest.raises(InputError):
+        orc.feedback(r.orchestration_id)
+    with pytest.raises(NotFoundError):
+        orc.feedback("nope", 3)
+    viz = orc.visualization(r.orchestration_id)
+    assert viz["metrics"]["totalNodes"] == 101 and any(n["isBest"] for n in viz["nodes"])
+    assert {e["target"] for e in viz["edges"]} <= {n["id"] for n in viz["nodes"]}
+    assert orc.statistics()["totalOrchestrations"] == 1
+    orc.reset()
+    assert orc.statistics()["totalOrchestrations"] == 0 and len(orc.registry) == 0
+
+
+def test_bounded_records() -> None:
+    orc = Orchestrator(max_records=5, max_trees=2)
+    ids = [
+        orc.orchestrate({}, ["a"], options=OrchestrationOptions(iterations=5)).orchestration_id
+        for _ in range(8)
+    ]
+    with pytest.raises(NotFoundError):
+        orc.get(ids[0])
+    assert orc.get(ids[-1]).orchestration_id == ids[-1]
+    with pytest.raises(NotFoundError):
+        orc.visualization(ids[-3])
+    orc.visualization(ids[-1])
+
+
+def test_module_functions() -> None:
+    r = orchestrate({}, ["x", "y"], options=OrchestrationOptions(iterations=20))
+    assert feedback(r.orchestration_id, 3)["reward"] == pytest.approx(0.6)
+    assert default_orchestrator().get(r.orchestration_id) is r
+
+
+def test_cancel_and_metrics() -> None:
+    import threading
+
+    from workbench import metrics
+
+    ev = threading.Event()
+    ev.set()
+    r = Orchestrator().orchestrate({}, ["a", "b"], options=OrchestrationOptions(iterations=5000),
+                                   cancel=ev)  # fmt: skip
+    assert r.search_metrics["iterations"] == 0 and r.best_action == "fallback"
+    text = metrics.render().decode()
+    assert "workbench_mcts_orchestrations_total" in text
+    assert "workbench_mcts_searches_total" in text

@@ -1,0 +1,115 @@
+"""Persistence to files and to the real Redis (through the RedisAdapter fixture)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.errors import NotFoundError, StorageFormatError
+from workbench.mcts import ALGORITHMS, ask, search, tell
+from workbench.mcts.models import ModelRegistry
+from workbench.mcts.storage import (
+    RedisStore,
+    dumps_search,
+    load_models,
+    load_search,
+    loads_search,
+    save_models,
+    save_search,
+)
+from workbench.mcts.tasks import drift_task
+
+
+def _same(a, b) -> None:
+    ta, tb = a.tree, b.tree
+    assert ta.size == tb.size and ta.states == tb.states
+    np.testing.assert_array_equal(ta.ints[:, : ta.size], tb.ints[:, : tb.size])
+    np.testing.assert_array_equal(ta.floats[:, : ta.size], tb.floats[:, : tb.size])
+    np.testing.assert_array_equal(a.rng, b.rng)
+    assert a.running == b.running and a.finished == b.finished
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_file_roundtrip_continues_exactly(tmp_path, algorithm: str) -> None:
+    state = search(drift_task(seed=1), iterations=80, algorithm=algorithm, seed=2).state
+    pending = ask(state)
+    path = save_search(state, tmp_path / "s")
+    loaded = load_search(path)
+    _same(state, loaded)
+    # both continue identically
+    tell(state, pending, (0.1, 0.5))
+    tell(loaded, pending.trial_id, (0.1, 0.5))
+    a = search(drift_task(seed=9), iterations=40, state=state)
+    b = search(drift_task(seed=9), iterations=40, state=loaded)
+    _same(a.state, b.state)
+
+
+def test_bad_data_is_refused(tmp_path) -> None:
+    with pytest.raises(StorageFormatError):
+        loads_search(b"not an npz")
+    state = search({"f": lambda p: (object(), 0.5)}, iterations=3).state
+    with pytest.raises(StorageFormatError, match="StateCodec"):
+        dumps_search(state)
+    with pytest.raises(NotFoundError):
+        load_search(tmp_path / "missing.npz")
+
+
+def test_custom_codec() -> None:
+    class Codec:
+        def encode(self, s):
+            return b"" if s is None else repr(s).encode()
+
+        def decode(self, b):
+            return None if not b else complex(b.decode())
+
+    state = search({"f": lambda p: (complex(1, 2), 0.5)}, iterations=4).state
+    back = loads_search(dumps_search(state, Codec()), Codec())
+    assert back.tree.states == state.tree.states
+
+
+def test_models_file_roundtrip(tmp_path) -> None:
+    reg = ModelRegistry()
+    reg.update("a", "general", 1.0, 300.0, 50.0)
+    back = load_models(save_models(reg, tmp_path / "models.json"))
+    assert back.to_dict() == reg.to_dict()
+
+
+def test_redis_roundtrip(redis_adapter) -> None:
+    store = RedisStore(redis_adapter, ttl_s=60)
+    state = search(drift_task(seed=1), iterations=200, algorithm="ab-mcts-a").state
+    store.save_tree("s1", state)
+    key = store.tree_key("s1")
+    assert key.endswith("ab-mcts:tree:s1") and key.startswith(redis_adapter.prefix)
+    assert 0 < redis_adapter.ttl(key) <= 60
+    raw = redis_adapter.get(key)
+    assert raw is not None and raw.startswith(b"WBM1") and len(raw) < len(dumps_search(state))
+    _same(state, store.load_tree("s1"))
+    store.save_result("s1", {"bestAction": "g2", "confidence": 0.8})
+    assert store.load_result("s1") == {"bestAction": "g2", "confidence": 0.8}
+    reg = ModelRegistry()
+    reg.update("a", "t", 0.0)
+    store.save_models(reg)
+    assert store.load_models().to_dict() == reg.to_dict()
+    assert store.delete("s1") == 2
+    with pytest.raises(NotFoundError):
+        store.load_tree("s1")
+    redis_adapter.set(store.result_key("bad"), b"garbage")
+    with pytest.raises(StorageFormatError):
+        store.load_result("bad")
+
+
+def test_feedback_finds_orchestrations_saved_in_redis(redis_adapter) -> None:
+    from workbench.mcts.orchestrate import OrchestrationOptions, Orchestrator
+
+    store = RedisStore(redis_adapter, ttl_s=60)
+    first = Orchestrator(store=store)
+    r = first.orchestrate({"taskType": "qa"}, ["a", "b"], options=OrchestrationOptions(
+        iterations=50, seed=0, execute=False))  # fmt: skip
+    saved = store.load_result(r.orchestration_id)
+    assert saved["bestAction"] == r.best_action and saved["taskType"] == "qa"
+    other = Orchestrator(store=store)  # another process, or after the record expired
+    out = other.feedback(r.orchestration_id, 5)
+    assert out["agent"] == r.best_action and out["taskType"] == "qa"
+    assert other.registry.get(r.best_action, "qa").success.alpha == 2.0
+    with pytest.raises(NotFoundError):
+        other.feedback("never-made", 3)

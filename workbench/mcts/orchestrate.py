@@ -1,0 +1,714 @@
+"""Agent orchestration: choose which agent acts next for a request, learning from outcomes.
+
+A jitted search (``_kernels.orchestrate_search``) grows a tree of agent sequences. Each
+iteration selects with the platform's blend ``0.7 Thompson(Beta) + 0.3 UCB1`` (C = 1.414),
+expands one agent not yet tried at that node (never a duplicate), predicts its outcome from
+the agent's Bayesian models (:mod:`workbench.mcts.models`; no sleeping, no real call) and
+backpropagates ``0.5 quality + 0.3 speed + 0.2 cost`` discounted by 0.95 per level. The best
+path's first agent is then run through the caller's *executor* (a real agent, or
+:class:`ModelExecutor`, which samples the models), and the observed outcome updates that
+agent's models, which persist across searches (and to files or Redis through
+:mod:`workbench.mcts.storage`). :meth:`Orchestrator.feedback` turns a user rating (1..5) or
+reward components into another observation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from workbench import metrics
+from workbench.errors import BackendUnavailable, InputError, NotFoundError
+from workbench.mcts import _kernels
+from workbench.mcts._random import rng_seed
+from workbench.mcts.models import ModelRegistry, agent_type
+from workbench.mcts.search import CancelToken
+from workbench.mcts.tree import Tree
+from workbench.mcts.types import F_SUM, I_ACTION, I_DEPTH, I_N_CHILDREN, I_VISITS
+
+__all__ = [
+    "AgentOutcome",
+    "Executor",
+    "ModelExecutor",
+    "OrchestrationOptions",
+    "OrchestrationResult",
+    "Orchestrator",
+    "ResultStore",
+    "feedback",
+    "orchestrate",
+]
+
+logger = logging.getLogger(__name__)
+
+_ORCHESTRATIONS = metrics.counter(
+    "workbench_mcts_orchestrations_total", "Agent orchestrations run, by outcome", ["outcome"]
+)
+_SEARCH_SECONDS = metrics.histogram(
+    "workbench_mcts_orchestration_search_seconds", "Wall time of orchestration searches"
+)
+
+#: Largest number of agents and iterations one request may ask for (platform limits).
+MAX_AGENTS = 100
+MAX_ITERATIONS = 10_000
+
+
+@dataclass(frozen=True)
+class OrchestrationOptions:
+    """Knobs of one orchestration (defaults are the platform orchestrator's).
+
+    Attributes:
+        iterations: Search iterations (``maxIterations``).
+        max_depth: Longest agent sequence (``maxDepth``).
+        exploration: UCB1 constant C.
+        discount: Reward discount per level (``discountFactor``).
+        thompson_weight: Weight of the Thompson draw in the selection blend.
+        prior_alpha, prior_beta: Beta prior of the in-tree Thompson draws.
+        budget: Search budget (``maxBudget``); each simulation spends tokens / 1000.
+        time_limit_s: Wall-time limit of the search (``timeLimit``).
+        seed: Seed of the search (``None``: a fresh one each time).
+        execute: Run the best agent through the executor.
+        learn: Update the agent's models with the executed outcome.
+        target_time_ms: Latency at which an executed outcome's speed term reaches 0.
+        max_iterations: Largest ``iterations`` accepted.
+    """
+
+    iterations: int = 500
+    max_depth: int = 8
+    exploration: float = 1.414
+    discount: float = 0.95
+    thompson_weight: float = 0.7
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    budget: float = 5000.0
+    time_limit_s: float = 20.0
+    seed: int | None = None
+    execute: bool = True
+    learn: bool = True
+    target_time_ms: float = 5000.0
+    max_iterations: int = MAX_ITERATIONS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.iterations <= self.max_iterations:
+            raise InputError(
+                f"iterations: must be in 1..{self.max_iterations}, got {self.iterations}",
+                details={"field": "iterations"},
+            )
+        if not 1 <= self.max_depth <= 50:
+            raise InputError(f"max_depth: must be in 1..50, got {self.max_depth}")
+        if not 0.0 <= self.discount <= 1.0:
+            raise InputError(f"discount: must be in [0, 1], got {self.discount}")
+        if not 0.0 <= self.thompson_weight <= 1.0:
+            raise InputError(f"thompson_weight: must be in [0, 1], got {self.thompson_weight}")
+        if not (self.exploration >= 0 and self.budget > 0 and self.time_limit_s > 0):
+            raise InputError("exploration >= 0, budget > 0 and time_limit_s > 0 are required")
+        if not (self.prior_alpha > 0 and self.prior_beta > 0):
+            raise InputError("prior_alpha and prior_beta: must be positive")
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    """What running an agent produced.
+
+    Attributes:
+        success: 1/True on success, 0/False on failure (fractions allowed).
+        latency_ms: Wall time of the agent, milliseconds.
+        tokens: Tokens (or other resource units) used.
+        response: The agent's answer (opaque).
+        error: Error message when the agent failed with an exception.
+    """
+
+    success: float
+    latency_ms: float
+    tokens: float = 0.0
+    response: Any = None
+    error: str | None = None
+
+
+class ResultStore(Protocol):
+    """Where orchestration summaries are kept beyond this process (a ``RedisStore``)."""
+
+    def save_result(self, search_id: str, result: dict[str, Any]) -> None: ...
+
+    def load_result(self, search_id: str) -> dict[str, Any]: ...
+
+
+class Executor(Protocol):
+    """Runs one agent on a request context."""
+
+    def __call__(self, agent: str, context: Mapping[str, Any]) -> AgentOutcome: ...
+
+
+class ModelExecutor:
+    """An executor that predicts outcomes from the agents' models instead of calling them
+    (a model sample; never sleeps)."""
+
+    def __init__(self, registry: ModelRegistry, *, seed: int | None = None) -> None:
+        self.registry = registry
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, agent: str, context: Mapping[str, Any]) -> AgentOutcome:
+        model = self.registry.get(agent, _task_type(context))
+        p = model.success.sample(self.rng)
+        mean, tau = model.latency.sample(self.rng)
+        ms = max(float(self.rng.normal(mean, 1.0 / math.sqrt(tau))), 0.0)
+        tokens = float(self.rng.exponential(model.expected_usage))
+        return AgentOutcome(float(self.rng.random() < p), ms, tokens, response={"predicted": True})
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """One node of a path: the agent, its visits and mean (discounted) reward."""
+
+    node_id: int
+    agent: str
+    agent_type: str
+    depth: int
+    visits: int
+    average_reward: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.node_id),
+            "agentName": self.agent,
+            "agentType": self.agent_type,
+            "depth": self.depth,
+            "visits": self.visits,
+            "averageReward": self.average_reward,
+        }
+
+
+@dataclass(frozen=True)
+class OrchestrationResult:
+    """Outcome of :meth:`Orchestrator.orchestrate` (field names follow the platform's).
+
+    Attributes:
+        orchestration_id: Id to send feedback for and to fetch the visualization.
+        task_type: Task type whose models were used and updated.
+        best_path: Agents from the first to the last of the best sequence.
+        best_action: The agent to run now (first of ``best_path``; ``"fallback"`` if none).
+        confidence: Mean reward under the last node of the best path.
+        alternatives: Up to three other paths, best first.
+        search_metrics: ``nodesExplored, iterations, timeElapsed (ms), averageDepth,
+            branchingFactor, budgetLeft``.
+        execution_plan: ``steps, totalEstimatedTimeMs, totalEstimatedCost, riskAssessment``.
+        recommendations: Human-readable advice (platform rules).
+        outcome: What the executed agent produced (``None`` if not executed).
+        reward: Reward of that outcome.
+        total_time_s: Wall time of search plus execution.
+    """
+
+    orchestration_id: str
+    task_type: str
+    best_path: tuple[PathStep, ...]
+    best_action: str
+    confidence: float
+    alternatives: tuple[tuple[PathStep, ...], ...]
+    search_metrics: dict[str, Any]
+    execution_plan: dict[str, Any]
+    recommendations: tuple[str, ...]
+    outcome: AgentOutcome | None
+    reward: float | None
+    total_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.outcome
+        return {
+            "orchestrationId": self.orchestration_id,
+            "taskType": self.task_type,
+            "bestPath": [s.to_dict() for s in self.best_path],
+            "bestAction": self.best_action,
+            "confidence": self.confidence,
+            "alternativePaths": [[s.to_dict() for s in p] for p in self.alternatives],
+            "searchMetrics": dict(self.search_metrics),
+            "executionPlan": self.execution_plan,
+            "executionPath": [s.agent for s in self.best_path],
+            "recommendations": list(self.recommendations),
+            "response": None
+            if out is None
+            else {
+                "success": bool(out.success >= 0.5),
+                "data": out.response if _jsonable(out.response) else repr(out.response),
+                "latencyMs": out.latency_ms,
+                "tokens": out.tokens,
+                "error": out.error,
+            },
+            "reward": self.reward,
+            "totalTime": self.total_time_s * 1000.0,
+        }
+
+
+def _jsonable(x: Any) -> bool:
+    return x is None or isinstance(x, str | int | float | bool | list | dict)
+
+
+def _task_type(context: Mapping[str, Any]) -> str:
+    meta = context.get("metadata") or {}
+    value = context.get("taskType") or (meta.get("taskType") if isinstance(meta, Mapping) else None)
+    return str(value or "general")
+
+
+def outcome_reward(outcome: AgentOutcome, target_time_ms: float = 5000.0) -> float:
+    """``0.5 quality + 0.3 max(0, 1 - t/target) + 0.2 max(0, 1 - tokens/1000)``."""
+    quality = min(max(float(outcome.success), 0.0), 1.0)
+    speed = max(0.0, 1.0 - outcome.latency_ms / target_time_ms)
+    cost = max(0.0, 1.0 - outcome.tokens / 1000.0)
+    return 0.5 * quality + 0.3 * speed + 0.2 * cost
+
+
+@dataclass
+class _Record:
+    result: OrchestrationResult
+    tree: Tree | None
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Orchestrator:
+    """Stateful facade: agent models, recent orchestrations (bounded) and statistics.
+
+    Args:
+        registry: Agent models (a fresh one with the priors if omitted).
+        max_records: Orchestrations remembered for feedback (oldest dropped first).
+        max_trees: Of those, how many keep their tree for visualization.
+        store: Where results are also saved (``save_result`` / ``load_result``, e.g. a
+            :class:`~workbench.mcts.storage.RedisStore` under ``ab-mcts:result:<id>``), so
+            feedback finds an orchestration after it left memory or in another process.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry | None = None,
+        *,
+        max_records: int = 1000,
+        max_trees: int = 64,
+        store: ResultStore | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else ModelRegistry()
+        self.store = store
+        self.max_records = max_records
+        self.max_trees = max_trees
+        self._records: OrderedDict[str, _Record] = OrderedDict()
+        self._seed_rng = np.random.default_rng()
+        self.total = 0
+        self.successful = 0
+        self.search_time_s = 0.0
+
+    # -- search ------------------------------------------------------------------------
+    def orchestrate(
+        self,
+        context: Mapping[str, Any],
+        agents: Sequence[str],
+        executor: Executor | Callable[[str, Mapping[str, Any]], AgentOutcome] | None = None,
+        *,
+        options: OrchestrationOptions | None = None,
+        orchestration_id: str | None = None,
+        cancel: CancelToken | None = None,
+    ) -> OrchestrationResult:
+        """Search agent sequences for ``context`` and run the best next agent.
+
+        Args:
+            context: The request (``userRequest``, ``metadata{taskType, ...}``, or
+                ``taskType`` at the top level; the task type defaults to ``"general"``).
+            agents: Candidate agent names (1..100, unique).
+            executor: Runs an agent; ``None`` uses :class:`ModelExecutor` (predictions).
+            options: Search knobs.
+            orchestration_id: Id to use (a uuid4 by default).
+            cancel: Stops the search (between chunks of 256 iterations) when set; the best
+                path found so far is still returned and executed.
+        """
+        t0 = time.perf_counter()
+        opts = options or OrchestrationOptions()
+        agents = list(agents)
+        if not 1 <= len(agents) <= MAX_AGENTS:
+            raise InputError(
+                f"agents: need 1..{MAX_AGENTS} agent names, got {len(agents)}",
+                details={"field": "agents"},
+            )
+        if len(set(agents)) != len(agents) or not all(isinstance(a, str) and a for a in agents):
+            raise InputError("agents: names must be unique non-empty strings")
+        task_type = _task_type(context)
+        oid = orchestration_id or str(uuid.uuid4())
+        tree = Tree.empty(agents, capacity=opts.iterations + 1)
+        params = np.array(
+            [self.registry.get(a, task_type).kernel_params() for a in agents], dtype=np.float64
+        )
+        seed = opts.seed if opts.seed is not None else int(self._seed_rng.integers(2**62))
+        rng = rng_seed(seed)
+        deadline = t0 + opts.time_limit_s
+        done, budget, chunk = 0, opts.budget, 256
+        while done < opts.iterations and budget > 0 and time.perf_counter() < deadline:
+            if cancel is not None and cancel.is_set():
+                break
+            n, budget = _kernels.orchestrate_search(
+                tree.ints,
+                tree.floats,
+                tree.header,
+                params,
+                min(chunk, opts.iterations - done),
+                opts.max_depth,
+                opts.exploration,
+                opts.discount,
+                opts.thompson_weight,
+                opts.prior_alpha,
+                opts.prior_beta,
+                budget,
+                rng,
+            )
+            done += int(n)
+            if n == 0:
+                break
+        search_s = time.perf_counter() - t0
+        best = self._greedy_path(tree, 0)
+        alternatives = self._alternatives(tree, best)
+        best_action = best[0].agent if best else "fallback"
+        confidence = best[-1].average_reward if best else 0.0
+        outcome: AgentOutcome | None = None
+        reward: float | None = None
+        if opts.execute and best:
+            run = executor if executor is not None else ModelExecutor(self.registry, seed=seed)
+            try:
+                outcome = run(best_action, context)
+            except Exception as exc:  # an agent failure is an observation, not a crash
+                logger.warning("agent %s failed: %s", best_action, exc)
+                outcome = AgentOutcome(
+                    0.0, (time.perf_counter() - t0) * 1000.0, 0.0, None, str(exc)
+                )
+            reward = outcome_reward(outcome, opts.target_time_ms)
+            if opts.learn:
+                self.registry.update(
+                    best_action,
+                    task_type,
+                    min(max(float(outcome.success), 0.0), 1.0),
+                    outcome.latency_ms,
+                    outcome.tokens,
+                )
+        self.total += 1
+        self.successful += int(outcome is not None and outcome.success >= 0.5)
+        _ORCHESTRATIONS.labels("executed" if outcome is not None else "planned").inc()
+        _SEARCH_SECONDS.observe(search_s)
+        self.search_time_s += search_s
+        result = OrchestrationResult(
+            orchestration_id=oid,
+            task_type=task_type,
+            best_path=tuple(best),
+            best_action=best_action,
+            confidence=confidence,
+            alternatives=tuple(tuple(p) for p in alternatives),
+            search_metrics=self._metrics(tree, done, search_s, budget),
+            execution_plan=self._plan(best, task_type, confidence),
+            recommendations=tuple(self._advice(best, agents, task_type)),
+            outcome=outcome,
+            reward=reward,
+            total_time_s=time.perf_counter() - t0,
+        )
+        self._remember(oid, _Record(result, tree))
+        if self.store is not None:
+            summary = {
+                "searchId": oid,
+                "bestAction": best_action,
+                "taskType": task_type,
+                "confidence": confidence,
+                "executionPath": [s.agent for s in best],
+                "searchMetrics": result.search_metrics,
+                "recommendations": list(result.recommendations),
+                "timestamp": time.time(),
+            }
+            try:
+                self.store.save_result(oid, summary)
+            except BackendUnavailable as exc:  # the answer matters more than its copy
+                logger.warning("orchestration %s not saved: %s", oid, exc)
+        return result
+
+    def _step(self, tree: Tree, node: int) -> PathStep:
+        n = int(tree.ints[I_VISITS, node])
+        agent = tree.actions[int(tree.ints[I_ACTION, node])]
+        return PathStep(
+            node,
+            agent,
+            agent_type(agent),
+            int(tree.ints[I_DEPTH, node]),
+            n,
+            float(tree.floats[F_SUM, node]) / n if n else 0.0,
+        )
+
+    def _greedy_path(self, tree: Tree, start: int) -> list[PathStep]:
+        path: list[PathStep] = [] if start == 0 else [self._step(tree, start)]
+        node = start
+        while True:
+            kids = [c for c in tree.children(node) if tree.ints[I_VISITS, c] > 0]
+            if not kids:
+                return path
+            node = max(kids, key=lambda c: (self._step(tree, c).average_reward, c))
+            path.append(self._step(tree, node))
+
+    def _alternatives(self, tree: Tree, best: list[PathStep]) -> list[list[PathStep]]:
+        kids = [self._step(tree, c) for c in tree.children(0) if tree.ints[I_VISITS, c] > 0]
+        kids.sort(key=lambda s: -s.average_reward)
+        first = best[0].node_id if best else -1
+        return [self._greedy_path(tree, s.node_id) for s in kids if s.node_id != first][:3]
+
+    def _metrics(self, tree: Tree, done: int, search_s: float, budget: float) -> dict[str, Any]:
+        size = tree.size
+        kids = tree.ints[I_N_CHILDREN, :size]
+        internal = kids[kids > 0]
+        return {
+            "nodesExplored": size - 1,
+            "iterations": done,
+            "timeElapsed": search_s * 1000.0,
+            "averageDepth": float(tree.ints[I_DEPTH, :size].mean()),
+            "branchingFactor": float(internal.mean()) if internal.size else 0.0,
+            "budgetLeft": max(float(budget), 0.0),
+        }
+
+    def _plan(self, best: list[PathStep], task_type: str, confidence: float) -> dict[str, Any]:
+        steps = []
+        for s in best:
+            m = self.registry.get(s.agent, task_type)
+            steps.append(
+                {
+                    "agentName": s.agent,
+                    "agentType": s.agent_type,
+                    "estimatedTimeMs": m.latency.mean,
+                    "estimatedCost": m.expected_usage,
+                    "confidence": m.success.mean,
+                }
+            )
+        risk = "low" if confidence > 0.7 else "medium" if confidence > 0.4 else "high"
+        return {
+            "steps": steps,
+            "totalEstimatedTimeMs": sum(s["estimatedTimeMs"] for s in steps),
+            "totalEstimatedCost": sum(s["estimatedCost"] for s in steps),
+            "riskAssessment": risk,
+        }
+
+    def _advice(self, best: list[PathStep], agents: list[str], task_type: str) -> list[str]:
+        out = []
+        if best:
+            leaf = best[-1]
+            if leaf.average_reward > 0.8:
+                out.append(f"High confidence path with {best[0].agent}")
+            if leaf.average_reward < 0.5:
+                out.append("Consider expanding search: best path reward is below 0.5")
+            if leaf.visits < 10:
+                out.append("Low sample size on the best path; results may be unreliable")
+        top = max(agents, key=lambda a: self.registry.get(a, task_type).success.mean)
+        if self.registry.get(top, task_type).success.mean > 0.7:
+            out.append(f"{top} shows consistent high performance")
+        return out
+
+    def _remember(self, oid: str, record: _Record) -> None:
+        self._records[oid] = record
+        self._records.move_to_end(oid)
+        while len(self._records) > self.max_records:
+            self._records.popitem(last=False)
+        with_trees = [r for r in self._records.values() if r.tree is not None]
+        for r in with_trees[: max(len(with_trees) - self.max_trees, 0)]:
+            r.tree = None
+
+    # -- feedback and views ------------------------------------------------------------
+    def get(self, orchestration_id: str) -> OrchestrationResult:
+        rec = self._records.get(orchestration_id)
+        if rec is None:
+            raise NotFoundError(f"orchestration {orchestration_id!r} is unknown or expired")
+        return rec.result
+
+    def feedback(
+        self,
+        orchestration_id: str,
+        rating: float | None = None,
+        *,
+        reward: float | Mapping[str, float] | None = None,
+        comment: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a user rating (1..5, reward = rating/5) or a reward (a value in [0, 1] or
+        components ``quality, speed, cost``) for an orchestration's executed agent.
+
+        The agent's success model gets ``reward > 0.5``; the stored tree's best path gets
+        the reward backpropagated.
+
+        Raises:
+            NotFoundError: the orchestration id is unknown (or expired).
+            InputError: neither or both of rating and reward, or values out of range.
+        """
+        if (rating is None) == (reward is None):
+            raise InputError("feedback: give exactly one of rating (1..5) or reward")
+        if rating is not None:
+            if not 1 <= float(rating) <= 5:
+                raise InputError(
+                    f"rating: must be in 1..5, got {rating}", details={"field": "rating"}
+                )
+            value = float(rating) / 5.0
+        elif isinstance(reward, Mapping):
+            try:
+                value = (
+                    0.5 * float(reward["quality"])
+                    + 0.3 * float(reward["speed"])
+                    + 0.2 * float(reward["cost"])
+                )
+            except KeyError as exc:
+                raise InputError(f"reward: missing component {exc}") from None
+        else:
+            value = float(reward)  # type: ignore[arg-type]
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"reward: must be in [0, 1], got {value}", details={"field": "reward"})
+        entry = {"rating": rating, "reward": value, "comment": comment, "timestamp": time.time()}
+        rec = self._records.get(orchestration_id)
+        if rec is None:
+            saved = self._saved(orchestration_id)
+            agent = str(saved["bestAction"])
+            if agent != "fallback":
+                self.registry.update(agent, str(saved["taskType"]), 1.0 if value > 0.5 else 0.0)
+
+            task_type = str(saved["taskType"])
+            return {
+                "orchestrationId": orchestration_id,
+                "agent": agent,
+                "taskType": task_type,
+                **entry,
+            }
+        result = rec.result
+        agent = result.best_action
+        if agent != "fallback":
+            self.registry.update(agent, result.task_type, 1.0 if value > 0.5 else 0.0)
+        if rec.tree is not None and result.best_path:
+            t = rec.tree
+            r = value
+            for step in reversed(result.best_path):
+                t.ints[I_VISITS, step.node_id] += 1
+                t.floats[F_SUM, step.node_id] += r
+                r *= 0.95
+        rec.feedback.append(entry)
+        return {
+            "orchestrationId": orchestration_id,
+            "agent": agent,
+            "taskType": result.task_type,
+            **entry,
+        }
+
+    def _saved(self, orchestration_id: str) -> Mapping[str, Any]:
+        if self.store is None:
+            raise NotFoundError(f"orchestration {orchestration_id!r} is unknown or expired")
+        try:
+            return self.store.load_result(orchestration_id)
+        except NotFoundError:
+            raise NotFoundError(
+                f"orchestration {orchestration_id!r} is unknown or expired"
+            ) from None
+
+    def visualization(self, orchestration_id: str, *, max_nodes: int = 500) -> dict[str, Any]:
+        """Nodes, edges and metrics of one orchestration's tree (platform shape)."""
+        rec = self._records.get(orchestration_id)
+        if rec is None or rec.tree is None:
+            raise NotFoundError(f"no tree kept for orchestration {orchestration_id!r}")
+        t = rec.tree
+        size = t.size
+        visits = t.ints[I_VISITS, :size]
+        best_ids = {s.node_id for s in rec.result.best_path} | {0}
+        order = np.argsort(-visits, kind="stable")[:max_nodes]
+        keep = set(int(i) for i in order) | best_ids
+        nodes, edges = [], []
+        means = t.mean_values()
+        for i in sorted(keep):
+            parent = t.parent(i)
+            if i != 0 and parent not in keep:
+                continue
+            label = "root" if i == 0 else t.actions[int(t.ints[I_ACTION, i])]
+            nodes.append(
+                {
+                    "id": str(i),
+                    "label": label,
+                    "score": float(means[i]),
+                    "visits": int(visits[i]),
+                    "depth": int(t.ints[I_DEPTH, i]),
+                    "isLeaf": int(t.ints[I_N_CHILDREN, i]) == 0,
+                    "isBest": i in best_ids,
+                }
+            )
+            if i != 0:
+                edges.append(
+                    {
+                        "source": str(parent),
+                        "target": str(i),
+                        "weight": int(visits[i]),
+                        "label": label,
+                    }
+                )
+        kids = t.ints[I_N_CHILDREN, :size]
+        internal = kids[kids > 0]
+        return {
+            "orchestrationId": orchestration_id,
+            "nodes": nodes,
+            "edges": edges,
+            "metrics": {
+                "totalNodes": size,
+                "maxDepth": int(t.ints[I_DEPTH, :size].max()),
+                "avgBranchingFactor": float(internal.mean()) if internal.size else 0.0,
+                "explorationRate": float((visits[1:] <= 1).mean()) if size > 1 else 0.0,
+            },
+        }
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "totalOrchestrations": self.total,
+            "successfulOrchestrations": self.successful,
+            "successRate": self.successful / self.total if self.total else None,
+            "averageSearchTime": self.search_time_s / self.total * 1000.0 if self.total else None,
+            "cachedResults": len(self._records),
+            "activeSearches": 0,
+        }
+
+    def recommendations(self, task_type: str = "general") -> list[str]:
+        out = []
+        rate = self.successful / self.total if self.total else None
+        if rate is not None and rate < 0.8:
+            out.append("Success rate is below 80%: increase exploration or iterations")
+        for row in self.registry.rankings(task_type):
+            if row["samples"] >= 5 and row["statistics"]["successRate"] < 0.5:
+                out.append(f"{row['agent']} succeeds under 50% on {task_type}: retrain or replace")
+        return out
+
+    def reset(self) -> None:
+        """Forget orchestrations, statistics and every agent model."""
+        self._records.clear()
+        self.registry.clear()
+        self.total = self.successful = 0
+        self.search_time_s = 0.0
+
+
+_default: Orchestrator | None = None
+
+
+def default_orchestrator() -> Orchestrator:
+    """The process-wide orchestrator used by :func:`orchestrate` and :func:`feedback`."""
+    global _default
+    if _default is None:
+        _default = Orchestrator()
+    return _default
+
+
+def orchestrate(
+    context: Mapping[str, Any],
+    agents: Sequence[str],
+    executor: Executor | Callable[[str, Mapping[str, Any]], AgentOutcome] | None = None,
+    *,
+    options: OrchestrationOptions | None = None,
+) -> OrchestrationResult:
+    """:meth:`Orchestrator.orchestrate` on the process-wide orchestrator."""
+    return default_orchestrator().orchestrate(context, agents, executor, options=options)
+
+
+def feedback(
+    orchestration_id: str,
+    rating: float | None = None,
+    *,
+    reward: float | Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """:meth:`Orchestrator.feedback` on the process-wide orchestrator."""
+    return default_orchestrator().feedback(orchestration_id, rating, reward=reward)
