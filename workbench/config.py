@@ -60,7 +60,7 @@ class Settings:
     """
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "wb:"
+    redis_prefix: str = ""
     redis_timeout_s: float = 2.0
     postgres_url: str = "postgresql://127.0.0.1:5432/test"
     data_dir: Path = Path("data")

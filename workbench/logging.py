@@ -23,9 +23,7 @@ def configure_logging(level: str | int = "INFO", *, json_lines: bool = False) ->
     if json_lines:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("workbench")
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())

@@ -1,0 +1,27 @@
+"""The public surface of workbench, pinned: a change here is a deliberate API change."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "workbench": [
+        "BackendUnavailable", "CapacityError", "ConfigError", "ConflictError", "InputError",
+        "NotFoundError", "PermissionDenied", "Settings", "StorageFormatError", "WaitTimeout",
+        "WorkbenchError", "WorkbenchWarning", "__version__", "load_settings",
+    ],
+    "workbench.analytics": [],
+    "workbench.cache": [],
+    "workbench.router": [],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_exported_members(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert list(mod.__all__) == sorted(mod.__all__), "__all__ must be sorted"
+    assert sorted(mod.__all__) == sorted(PUBLIC[module])
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name} is listed in __all__ but missing"

@@ -1,0 +1,1 @@
+"""Benchmark suites of ``workbench bench`` (one module per subsystem)."""

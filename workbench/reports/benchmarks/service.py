@@ -1,0 +1,120 @@
+"""The HTTP service suite: requests per second of the frame against a bare aiohttp app.
+
+Load comes from ``wrk`` (32 connections, 2 threads) on the same machine, so the generator and
+the server share the cores, as they would in the LLM router's target measurement. Both servers
+run as subprocesses on loopback: ``workbench serve`` answering ``GET /health`` through the whole
+frame (middleware, auth, envelope, metrics) and a bare aiohttp handler returning a fixed JSON
+body, which bounds what any aiohttp service can do here. Without ``wrk`` on PATH the
+measurements are reported as missing (``apt-get install wrk``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from workbench.reports.bench import BenchContext, Measurement
+from workbench.testing import free_port
+
+__all__ = ["run"]
+
+_TOKEN = "bench-token-0123456789"
+_BARE_APP = textwrap.dedent(
+    """
+    import sys
+    from aiohttp import web
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    BODY = b'{"success":true,"data":{"status":"healthy"}}'
+    async def health(request):
+        return web.Response(body=BODY, content_type="application/json")
+    app = web.Application()
+    app.router.add_get("/health", health)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    """
+)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.05)  # the server is starting; poll until the deadline
+    raise RuntimeError(f"no answer from {url} within {timeout_s} s")
+
+
+@contextmanager
+def _server(args: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> float:
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s"]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    if not match or "Non-2xx" in out.stdout:
+        raise RuntimeError(f"wrk failed: {out.stdout[-400:]} {out.stderr[-400:]}")
+    return float(match.group(1))
+
+
+def run(ctx: BenchContext) -> list[Measurement]:
+    seconds = 2 if ctx.quick else 8
+    params = {"connections": 32, "wrk_threads": 2, "seconds": seconds, "cores": os.cpu_count()}
+    cases = [("aiohttp-bare", 1), ("workbench", 1), ("workbench", 2)]
+    if shutil.which("wrk") is None:
+        return [
+            Measurement(f"GET /health, {w} worker(s)", tool, "requests_per_s", float("nan"),
+                        "req/s", params=params, note="wrk not on PATH: apt-get install wrk")
+            for tool, w in cases
+        ]  # fmt: skip
+    out = []
+    env = dict(os.environ, WORKBENCH_API_TOKEN=_TOKEN, WORKBENCH_LOG_LEVEL="WARNING")
+    for tool, workers in ctx.progress(cases, desc="service"):
+        port = free_port()
+        if tool == "aiohttp-bare":
+            args = [sys.executable, "-c", _BARE_APP, str(port)]
+        else:
+            args = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port),
+                    "--workers", str(workers)]  # fmt: skip
+        with _server(args, port, env):
+            url = f"http://127.0.0.1:{port}/health"
+            _wrk(url, 1)  # warm up
+            rate = _wrk(url, seconds, {"Authorization": f"Bearer {_TOKEN}"})
+        out.append(
+            Measurement(
+                f"GET /health, {workers} worker(s)", tool, "requests_per_s", rate, "req/s",
+                params=dict(params, workers=workers),
+                note="full frame: request id, size limit, auth, envelope, metrics"
+                if tool == "workbench" else "fixed body, no middleware",
+            )
+        )  # fmt: skip
+    return out

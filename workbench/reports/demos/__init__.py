@@ -1,0 +1,1 @@
+"""Parts of ``workbench demo`` (one module per subsystem)."""
