@@ -43,3 +43,4 @@ __all__ = [
     "get_strategy",
     "register_strategy",
 ]
+__all__.sort()

@@ -86,7 +86,7 @@ def candidate_pool(
                     choice = rng.integers(0, p.width, size=int(flip.sum()))
                     block = np.zeros((int(flip.sum()), p.width))
                     block[np.arange(len(choice)), choice] = 1.0
-                    base[np.ix_(flip, range(s.start, s.stop))] = block
+                    base[np.ix_(flip, np.arange(s.start, s.stop))] = block
             else:
                 numeric[s] = True
         base[:, numeric] += noise[:, numeric]
@@ -122,7 +122,7 @@ def _neighbours(space: SearchSpace, x: np.ndarray) -> np.ndarray:
             for step in (-1, 1):
                 target = value + step
                 if p.log:  # a relative step, or the unit step never moves large integers
-                    target = int(round(value * (1.15 if step > 0 else 1 / 1.15))) or value + step
+                    target = round(value * (1.15 if step > 0 else 1 / 1.15)) or value + step
                 if p.low <= target <= p.high and target != value:
                     y = x.copy()
                     y[s] = p.encode(target)
@@ -158,7 +158,6 @@ def maximize_acqf(
         its acquisition value.
     """
     import torch
-
     from botorch.generation.gen import gen_candidates_scipy
 
     def score(points: np.ndarray) -> np.ndarray:
@@ -199,15 +198,31 @@ def maximize_acqf(
         ] or None
         if len(discrete) < space.dim:
             try:
-                xs, _ = gen_candidates_scipy(
-                    init,
-                    acqf,  # type: ignore[arg-type]
-                    lower_bounds=0.0,
-                    upper_bounds=1.0,
-                    inequality_constraints=constraints,
-                    fixed_features=fixed,
-                    options={"maxiter": options.maxiter},
-                )
+                if constraints and fixed:
+                    # SLSQP runs one problem at a time and takes scalar fixed values only.
+                    rows = []
+                    for b in range(len(starts)):
+                        xb, _ = gen_candidates_scipy(
+                            init[b : b + 1],
+                            acqf,  # type: ignore[arg-type]
+                            lower_bounds=0.0,
+                            upper_bounds=1.0,
+                            inequality_constraints=constraints,
+                            fixed_features={c: float(v[b]) for c, v in fixed.items()},
+                            options={"maxiter": options.maxiter},
+                        )
+                        rows.append(xb.detach().reshape(-1))
+                    xs = torch.stack(rows)
+                else:
+                    xs, _ = gen_candidates_scipy(
+                        init,
+                        acqf,  # type: ignore[arg-type]
+                        lower_bounds=0.0,
+                        upper_bounds=1.0,
+                        inequality_constraints=constraints,
+                        fixed_features=fixed,
+                        options={"maxiter": options.maxiter},
+                    )
                 opt = space.snap(xs.detach().numpy().reshape(len(starts), -1))
                 opt = opt[space.feasible_unit(opt)]
                 cand.append(opt)

@@ -224,12 +224,7 @@ def fit_gp(
         ty = ty.unsqueeze(-1)
     n, d = tx.shape
     m = ty.shape[-1]
-    usable = (
-        state is not None
-        and state.hyperparameters
-        and state.dim == d
-        and state.outputs == m
-    )
+    usable = state is not None and state.hyperparameters and state.dim == d and state.outputs == m
     warm_model = None
     warm_mll = -math.inf
     if usable:

@@ -47,9 +47,7 @@ _SUGGEST_SECONDS = histogram(
     "Wall time of one ask/ask_batch call (model fit and acquisition included)",
     ["strategy"],
 )
-_TRIALS = counter(
-    "workbench_optimize_trials_total", "Trials told, by status", ["status"]
-)
+_TRIALS = counter("workbench_optimize_trials_total", "Trials told, by status", ["status"])
 
 _DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize",
                "max": "maximize"}  # fmt: skip
@@ -231,8 +229,8 @@ class Optimizer:
 
     def _outcome_matrix(self, trials: Sequence[Trial]) -> np.ndarray:
         names = self.outcome_names
-        y = np.array([[t.outcomes[n] for n in names] for t in trials], dtype=float)  # type: ignore[index]
-        y = y.reshape(len(trials), len(names))
+        rows = [[(t.outcomes or {})[n] for n in names] for t in trials]
+        y: np.ndarray = np.asarray(rows, dtype=np.float64).reshape(len(trials), len(names))
         for j, n in enumerate(names):
             if n in self.objectives:
                 y[:, j] *= self._sign(n)
@@ -477,7 +475,9 @@ class Optimizer:
                 data["objectives"],
                 strategy=data.get("strategy", "default"),
                 seed=int(data.get("seed", 0)),
-                outcome_constraints={n: (op, b) for n, op, b in data.get("outcome_constraints") or []},
+                outcome_constraints={
+                    n: (op, b) for n, op, b in data.get("outcome_constraints") or []
+                },
                 weights=data.get("weights"),
                 ref_point=data.get("ref_point"),
                 on_failure=data.get("on_failure", "impute"),
@@ -508,4 +508,3 @@ class Optimizer:
     def __repr__(self) -> str:
         return (f"Optimizer(name={self.name!r}, strategy={self.strategy_name!r}, "
                 f"trials={len(self.trials)}, objectives={self.objectives})")  # fmt: skip
-

@@ -274,14 +274,23 @@ class LLMSimulator:
                     # The objective separates in (temperature, top_p) and max_tokens given
                     # the categoricals up to the token term, so search each axis in turn.
                     fixed = {**base, "temperature": 0.5, "top_p": 0.85}
-                    tok = max(tokens, key=lambda m: self.evaluate({**fixed, "max_tokens": m})["score"])
+                    tok = max(
+                        tokens, key=lambda m: self.evaluate({**fixed, "max_tokens": m})["score"]
+                    )
                     cfg = {**base, "max_tokens": int(tok)}
                     for _ in range(3):
-                        t_opt = max(temps, key=lambda v: self.evaluate({**cfg, "temperature": v, "top_p": 0.85})["score"])
+                        t_opt = max(
+                            temps,
+                            key=lambda v: self.evaluate({**cfg, "temperature": v, "top_p": 0.85})[
+                                "score"
+                            ],
+                        )
                         cfg["temperature"] = float(t_opt)
                         p_opt = max(tops, key=lambda v: self.evaluate({**cfg, "top_p": v})["score"])
                         cfg["top_p"] = float(p_opt)
-                        tok = max(tokens, key=lambda m: self.evaluate({**cfg, "max_tokens": m})["score"])
+                        tok = max(
+                            tokens, key=lambda m: self.evaluate({**cfg, "max_tokens": m})["score"]
+                        )
                         cfg["max_tokens"] = int(tok)
                     value = self.evaluate(cfg)["score"]
                     if value > best:

@@ -94,7 +94,11 @@ class Real:
                 f"[{self.low}, {self.high}]",
                 details={"field": name},
             ) from None
-        if not (self.low - 1e-9 * max(1.0, abs(self.low)) <= x <= self.high + 1e-9 * max(1.0, abs(self.high))):
+        if not (
+            self.low - 1e-9 * max(1.0, abs(self.low))
+            <= x
+            <= self.high + 1e-9 * max(1.0, abs(self.high))
+        ):
             raise InputError(
                 f"parameter {name!r}={value!r} is outside [{self.low}, {self.high}]",
                 details={"field": name},
@@ -138,7 +142,7 @@ class Int:
         return [_unit(self, float(value))]
 
     def decode(self, cols: np.ndarray) -> int:
-        x = int(round(_from_unit(self, float(cols[0]))))
+        x = round(_from_unit(self, float(cols[0])))
         return min(max(x, self.low), self.high)
 
     def validate(self, name: str, value: Any) -> int:
@@ -151,7 +155,7 @@ class Int:
         if float(value) != round(float(value)):
             raise InputError(f"parameter {name!r}={value!r} is not an integer",
                              details={"field": name})  # fmt: skip
-        x = int(round(float(value)))
+        x = round(float(value))
         if not self.low <= x <= self.high:
             raise InputError(
                 f"parameter {name!r}={value!r} is outside [{self.low}, {self.high}]",
@@ -291,7 +295,9 @@ class LinearConstraint:
             raise InputError(f"LinearConstraint op must be '<=' or '>=', got {self.op!r}")
         if not self.coefficients:
             raise InputError("LinearConstraint needs at least one coefficient")
-        object.__setattr__(self, "coefficients", {k: float(v) for k, v in self.coefficients.items()})
+        object.__setattr__(
+            self, "coefficients", {k: float(v) for k, v in self.coefficients.items()}
+        )
         object.__setattr__(self, "bound", float(self.bound))
 
     def satisfied(self, params: Mapping[str, Any], tol: float = 1e-9) -> bool:
@@ -340,8 +346,8 @@ class SearchSpace:
         constraints = tuple(self.constraints)
         for c in constraints:
             for k in c.coefficients:
-                p = params.get(k)
-                if not isinstance(p, (Real, Int)) or p.log or p.active_if:
+                cp = params.get(k)
+                if not isinstance(cp, (Real, Int)) or cp.log or cp.active_if:
                     raise InputError(
                         f"linear constraint uses {k!r}, which must be an unconditional linear "
                         "Real or Int parameter of the space"
@@ -536,7 +542,9 @@ class SearchSpace:
         return cls(params, constraints)
 
     @classmethod
-    def coerce(cls, space: SearchSpace | Mapping[str, Param], constraints: Sequence[LinearConstraint] = ()) -> SearchSpace:
+    def coerce(
+        cls, space: SearchSpace | Mapping[str, Param], constraints: Sequence[LinearConstraint] = ()
+    ) -> SearchSpace:
         if isinstance(space, SearchSpace):
             if constraints:
                 return cls(space.params, tuple(space.constraints) + tuple(constraints))

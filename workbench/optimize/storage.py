@@ -166,4 +166,3 @@ class RedisStudyStore:
         base = self.adapter.key("optimize", "study", "")
         for key in sorted(self.adapter.scan("optimize:study:*")):
             yield key[len(base) :]
-

@@ -129,7 +129,8 @@ class Suggestion:
 class Strategy(Protocol):
     """What every registered strategy provides."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def suggest(self, inp: StrategyInput, q: int) -> Suggestion: ...
 
@@ -155,9 +156,7 @@ def _fill_unique(space: SearchSpace, pts: np.ndarray, avoid: np.ndarray, q: int,
                 taken = np.vstack([taken, p[None]])
         tries += 1
     if len(chosen) < q:
-        raise InputError(
-            f"the search space has no untried configuration left ({len(taken)} tried)"
-        )
+        raise InputError(f"the search space has no untried configuration left ({len(taken)} tried)")
     return np.stack(chosen)
 
 
@@ -244,8 +243,16 @@ class _ModelStrategy:
         if inp.weights is not None:
             w = torch.as_tensor(np.asarray(inp.weights, dtype=np.float64))
             k = inp.n_objectives
-            return GenericMCObjective(lambda samples, X=None: samples[..., :k] @ w)
-        return GenericMCObjective(lambda samples, X=None: samples[..., 0])
+
+            def weighted(samples: Any, X: Any = None) -> Any:
+                return samples[..., :k] @ w
+
+            return GenericMCObjective(weighted)
+
+        def first(samples: Any, X: Any = None) -> Any:
+            return samples[..., 0]
+
+        return GenericMCObjective(first)
 
     def _constraints(self, inp: StrategyInput) -> list[Callable[[Any], Any]] | None:
         return [c.slack for c in inp.constraints] or None
@@ -268,7 +275,9 @@ class QLogNEI(_ModelStrategy):
         t0 = time.perf_counter()
         space = inp.space
         avoid = inp.avoid.reshape(-1, space.dim) if inp.avoid.size else np.zeros((0, space.dim))
-        pending = inp.pending.reshape(-1, space.dim) if inp.pending.size else np.zeros((0, space.dim))
+        pending = (
+            inp.pending.reshape(-1, space.dim) if inp.pending.size else np.zeros((0, space.dim))
+        )
         objective = self._objective(inp)
         constraints = self._constraints(inp)
         anchors = self._anchors(inp)
@@ -415,7 +424,9 @@ class QLogNEHVI(_ModelStrategy):
 
             ref = infer_reference_point(torch.as_tensor(inp.y[:, :k])).numpy()
         avoid = inp.avoid.reshape(-1, space.dim) if inp.avoid.size else np.zeros((0, space.dim))
-        pending = inp.pending.reshape(-1, space.dim) if inp.pending.size else np.zeros((0, space.dim))
+        pending = (
+            inp.pending.reshape(-1, space.dim) if inp.pending.size else np.zeros((0, space.dim))
+        )
         chosen: list[np.ndarray] = []
         values: list[float] = []
         anchors = self._anchors(inp)
