@@ -45,7 +45,7 @@ __all__ = ["OPENAPI_KEY", "ROUTER_MODULES", "ROUTES_KEY", "STARTED_AT_KEY", "cre
 logger = logging.getLogger(__name__)
 
 #: Modules whose ``router`` is mounted, in order.
-ROUTER_MODULES: tuple[str, ...] = ("workbench.api.system",)
+ROUTER_MODULES: tuple[str, ...] = ("workbench.api.system", "workbench.api.optimize")
 
 ROUTES_KEY = web.AppKey("workbench_routes", list)
 OPENAPI_KEY = web.AppKey("workbench_openapi", dict)

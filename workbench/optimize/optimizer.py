@@ -60,7 +60,8 @@ class Trial:
     Attributes:
         id: Trial number within the study (0, 1, ...).
         params: The configuration (parameter name -> value; inactive ones absent).
-        status: ``"pending"``, ``"completed"`` or ``"failed"``.
+        status: ``"pending"``, ``"completed"``, ``"failed"`` or ``"abandoned"`` (a
+            suggestion that will never be evaluated; it no longer counts as pending).
         outcomes: Outcome name -> value once completed.
         created_s: Wall-clock time of the suggestion or observation (Unix seconds).
     """
@@ -269,7 +270,7 @@ class Optimizer:
         ref = None
         if self.ref_point is not None:
             ref = np.array([self.ref_point[n] * self._sign(n) for n in self.objectives])
-        avoid_trials = [t.params for t in self.trials]
+        avoid_trials = [t.params for t in self.trials if t.status != "abandoned"]
         seed = int(np.random.SeedSequence([self.seed, self.n_asked]).generate_state(1)[0] >> 1)
         return StrategyInput(
             space=self.space,
@@ -377,6 +378,18 @@ class Optimizer:
         self.trials[tid] = updated
         _TRIALS.labels(status).inc()
         return updated
+
+    def abandon(self, trial: Trial | int) -> Trial:
+        """Withdraw a pending suggestion that will not be evaluated (it stops being a
+        fantasy for later suggestions and may be suggested again)."""
+        tid = trial if isinstance(trial, int) else trial.id
+        if not 0 <= tid < len(self.trials):
+            raise NotFoundError(f"trial {tid} does not exist in study {self.name!r}")
+        current = self.trials[tid]
+        if current.status != "pending":
+            raise ConflictError(f"trial {tid} is {current.status}, not pending")
+        self.trials[tid] = replace(current, status="abandoned")
+        return self.trials[tid]
 
     # ----- results ----------------------------------------------------------------------------
     @property
