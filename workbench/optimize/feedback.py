@@ -95,7 +95,7 @@ def convergence_report(opt: Optimizer, *, tolerance: float = 0.01) -> Convergenc
     sign = -1.0 if opt.objectives[name] == "minimize" else 1.0
     x = opt.space.encode_many([t.params for t in done])
     y = np.array([[sign * t.outcomes[name]] for t in done])  # type: ignore[index]
-    model, state, _ = fit_gp(x, y, opt.model_state)
+    model, _state, _ = fit_gp(x, y, opt.model_state)
     xb = torch.as_tensor(opt.space.encode(opt.trials[best.trial_id].params))[None]
     with torch.no_grad():
         post = model.posterior(xb)
@@ -164,7 +164,7 @@ class FeedbackLearner:
                 continue  # parameters outside the searched space (prompts, stop words)
             if isinstance(p, (Real, Int)):
                 value = min(max(float(v), p.low), p.high)
-                out[key] = int(round(value)) if isinstance(p, Int) else value
+                out[key] = round(value) if isinstance(p, Int) else value
         return out
 
     def observe(self, records: Any) -> dict[str, int]:

@@ -168,10 +168,10 @@ def get_task_parameters(
     elif output_length == "long":
         mx, ctx = mx * 1.8, ctx * 1.2
     return TaskParameters(
-        context_length=int(round(ctx)),
+        context_length=round(ctx),
         temperature=round(_clamp(t, 0.0, 2.0), 4),
         top_p=p.top_p,
-        max_tokens=max(1, int(round(mx))),
+        max_tokens=max(1, round(mx)),
         presence_penalty=round(_clamp(pp, -2.0, 2.0), 4),
         frequency_penalty=round(_clamp(fp, -2.0, 2.0), 4),
     )
