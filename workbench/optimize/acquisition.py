@@ -42,13 +42,15 @@ class AcqfOptions:
         raw_local: Perturbed copies of the best observed points in the pool.
         restarts: L-BFGS starts taken from the pool's best.
         maxiter: L-BFGS iterations per start.
+        maxls: Line-search steps per L-BFGS iteration (each costs one acquisition call).
         local_rounds: Rounds of the discrete local search (mixed spaces).
     """
 
     raw_sobol: int = 512
     raw_local: int = 64
     restarts: int = 4
-    maxiter: int = 60
+    maxiter: int = 12
+    maxls: int = 6
     local_rounds: int = 3
 
 
@@ -133,6 +135,19 @@ def _neighbours(space: SearchSpace, x: np.ndarray) -> np.ndarray:
     return pts[space.feasible_unit(pts)]
 
 
+def _quiet_gen(*args: Any, **kwargs: Any) -> Any:
+    """``gen_candidates_scipy`` without its warnings: a line search that stops early keeps its
+    best point, which is all the caller needs."""
+    import warnings
+
+    from botorch.generation.gen import gen_candidates_scipy
+
+    # BoTorch forces "always" for its OptimizationWarning; recording swallows it.
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("ignore")
+        return gen_candidates_scipy(*args, **kwargs)
+
+
 def maximize_acqf(
     acqf: Callable[[Any], Any],
     space: SearchSpace,
@@ -158,7 +173,6 @@ def maximize_acqf(
         its acquisition value.
     """
     import torch
-    from botorch.generation.gen import gen_candidates_scipy
 
     def score(points: np.ndarray) -> np.ndarray:
         if len(points) == 0:
@@ -202,26 +216,26 @@ def maximize_acqf(
                     # SLSQP runs one problem at a time and takes scalar fixed values only.
                     rows = []
                     for b in range(len(starts)):
-                        xb, _ = gen_candidates_scipy(
+                        xb, _ = _quiet_gen(
                             init[b : b + 1],
-                            acqf,  # type: ignore[arg-type]
+                            acqf,
                             lower_bounds=0.0,
                             upper_bounds=1.0,
                             inequality_constraints=constraints,
                             fixed_features={c: float(v[b]) for c, v in fixed.items()},
-                            options={"maxiter": options.maxiter},
+                            options={"maxiter": options.maxiter, "maxls": options.maxls},
                         )
                         rows.append(xb.detach().reshape(-1))
                     xs = torch.stack(rows)
                 else:
-                    xs, _ = gen_candidates_scipy(
+                    xs, _ = _quiet_gen(
                         init,
-                        acqf,  # type: ignore[arg-type]
+                        acqf,
                         lower_bounds=0.0,
                         upper_bounds=1.0,
                         inequality_constraints=constraints,
                         fixed_features=fixed,
-                        options={"maxiter": options.maxiter},
+                        options={"maxiter": options.maxiter, "maxls": options.maxls},
                     )
                 opt = space.snap(xs.detach().numpy().reshape(len(starts), -1))
                 opt = opt[space.feasible_unit(opt)]

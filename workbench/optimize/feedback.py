@@ -122,7 +122,9 @@ class FeedbackLearner:
         seed: Seed of every per-task optimizer.
         latency_weight: Score lost per second of latency.
         cost_weight: Score lost per unit of cost.
-        strategy: Strategy of the per-task optimizers.
+        strategy: Strategy of the per-task optimizers; ``"default"`` is qLogNEI after 5 Sobol
+            points (the rule-based profile is the first observation, so a short space-filling
+            warm-up suffices).
     """
 
     def __init__(
@@ -142,10 +144,15 @@ class FeedbackLearner:
     def optimizer(self, task_type: str) -> Optimizer:
         """The task's optimizer (created on first use)."""
         if task_type not in self.optimizers:
+            strategy: Any = self.strategy
+            if strategy == "default":
+                from workbench.optimize.strategies import QLogNEI
+
+                strategy = QLogNEI(n_init=5)
             self.optimizers[task_type] = Optimizer(
                 llm_space(task_type),
                 {"score": "maximize"},
-                strategy=self.strategy,
+                strategy=strategy,
                 seed=self.seed,
                 name=f"parameters-{task_type}",
             )

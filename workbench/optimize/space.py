@@ -321,6 +321,7 @@ class SearchSpace:
     params: Mapping[str, Param]
     constraints: tuple[LinearConstraint, ...] = ()
     _slices: dict[str, slice] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _all_real: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.params:
@@ -360,6 +361,11 @@ class SearchSpace:
             start += p.width
         if start == 0:
             raise InputError("a search space needs at least one non-Fixed parameter")
+        object.__setattr__(
+            self,
+            "_all_real",
+            all(isinstance(p, (Real, Fixed)) and not p.active_if for p in params.values()),
+        )
 
     # ----- shape -------------------------------------------------------------------------
     @property
@@ -477,6 +483,8 @@ class SearchSpace:
     def snap(self, points: np.ndarray) -> np.ndarray:
         """Project points onto the encodings of feasible-type configurations, shape kept."""
         pts = np.atleast_2d(np.asarray(points, dtype=float))
+        if self._all_real:  # nothing to round: a clip is the projection
+            return np.clip(pts, 0.0, 1.0).reshape(np.shape(points))
         return np.stack([self.encode(self.decode(r)) for r in pts]).reshape(np.shape(points))
 
     def constraints_unit(self) -> list[tuple[list[int], list[float], float]]:

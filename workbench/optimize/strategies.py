@@ -32,7 +32,13 @@ import numpy as np
 
 from workbench.errors import InputError
 from workbench.optimize.acquisition import AcqfOptions, candidate_pool, is_new, maximize_acqf
-from workbench.optimize.models import FitConfig, ModelState, configure_torch, fit_gp
+from workbench.optimize.models import (
+    FitConfig,
+    ModelState,
+    configure_torch,
+    fit_gp,
+    lean_posterior_model,
+)
 from workbench.optimize.space import SearchSpace
 
 __all__ = [
@@ -281,6 +287,8 @@ class QLogNEI(_ModelStrategy):
         objective = self._objective(inp)
         constraints = self._constraints(inp)
         anchors = self._anchors(inp)
+        # The same posterior without GPyTorch's per-call overhead (single output only).
+        acq_model = lean_posterior_model(model) or model
         chosen: list[np.ndarray] = []
         values: list[float] = []
         with torch.random.fork_rng():
@@ -289,7 +297,7 @@ class QLogNEI(_ModelStrategy):
                 x_pending = np.concatenate([pending, *[c[None] for c in chosen]]) if (
                     len(pending) or chosen) else None  # fmt: skip
                 acqf = qLogNoisyExpectedImprovement(
-                    model=model,
+                    model=acq_model,
                     X_baseline=torch.as_tensor(inp.x),
                     sampler=SobolQMCNormalSampler(
                         sample_shape=torch.Size([self.mc_samples]), seed=inp.seed + j
@@ -298,7 +306,7 @@ class QLogNEI(_ModelStrategy):
                     constraints=constraints,
                     X_pending=None if x_pending is None else torch.as_tensor(x_pending),
                     prune_baseline=True,
-                    cache_root=True,
+                    cache_root=acq_model is model,
                 )
                 pool, n_global = candidate_pool(
                     space,

@@ -44,6 +44,7 @@ __all__ = [
 SUITES: dict[str, str] = {
     "env": "workbench.reports.benchmarks.env",
     "service": "workbench.reports.benchmarks.service",
+    "optimize": "workbench.reports.benchmarks.optimize",
 }
 
 FORMAT_VERSION = 1

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 #: Demo parts, in the order they run: name -> module.
 DEMO_PARTS: dict[str, str] = {
     "environment": "workbench.reports.demos.environment",
+    "optimize": "workbench.reports.demos.optimize",
 }
 
 
