@@ -2,15 +2,19 @@
 
 BoTorch's tutorial settings (10 restarts from 512 raw samples, L-BFGS until convergence)
 cost 0.6-1 s per suggestion at n=50; most of it is spent refining starts that end in the
-same basin. The recipe here, measured on Hartmann6 and the LLM space:
+same basin. The recipe here, measured on Hartmann6 (50 evaluations, 10 seeds: median regret
+0.0018-0.0027 for every setting below, against 0.009 with 60 L-BFGS iterations and starts
+chosen by value only, which crowded around the incumbent):
 
 1. A **candidate pool**: scrambled Sobol points plus Gaussian perturbations of the best
    observed points at three scales (0.01, 0.05, 0.15 of each unit side; categoricals
    resampled with probability 0.2). Local candidates matter: the incumbent's neighbourhood
    is where expected improvement concentrates once a model is fitted, and Sobol alone
    rarely lands there in six or more dimensions.
-2. The pool is scored in one batched call, and the best ``restarts`` (3 by default) seed a
-   batched L-BFGS-B (``gen_candidates_scipy``; SLSQP when linear constraints are present).
+2. The pool is scored in one batched call, and the best ``restarts`` (4: three from the Sobol
+   part, one from the local part) seed a batched L-BFGS-B capped at 12 iterations and 6
+   line-search steps (each acquisition call costs ~3-4 ms at n=50 even on the lean
+   posterior, so the call count is the latency) (``gen_candidates_scipy``; SLSQP when linear constraints are present).
    Integer and categorical columns are **held fixed per start** (``fixed_features`` with one
    value per start), so continuous columns are optimised exactly for each discrete
    combination that scored well, and no fractional value is ever proposed.
@@ -46,7 +50,7 @@ class AcqfOptions:
         local_rounds: Rounds of the discrete local search (mixed spaces).
     """
 
-    raw_sobol: int = 512
+    raw_sobol: int = 256
     raw_local: int = 64
     restarts: int = 4
     maxiter: int = 12

@@ -104,9 +104,11 @@ def _optuna(problem: Problem, budget: int, seed: int, sampler: str) -> tuple[flo
 def _ax(problem: Problem, budget: int, seed: int) -> tuple[float, list[float]]:
     from ax import Client, RangeParameterConfig
 
-    logging.getLogger("ax").setLevel(logging.WARNING)
     names = list(problem.space.params)
     client = Client(random_seed=seed)
+    for name in list(logging.root.manager.loggerDict):  # Ax sets INFO on its own loggers
+        if name == "ax" or name.startswith("ax."):
+            logging.getLogger(name).setLevel(logging.WARNING)
     bounds = {n: _bounds(problem, n) for n in names}
     client.configure_experiment(
         parameters=[
