@@ -20,10 +20,11 @@ def register(subparsers: Any) -> None:
     r.add_argument("--strategy", default="default", help="strategy name (default: default)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--batch", type=int, default=1, help="suggestions per ask (default 1)")
-    r.add_argument("--save", default=None, help="save the study to this JSON file")
+    r.add_argument("--name", default=None, help="study name (default PROBLEM-STRATEGY-SEED)")
+    r.add_argument("--save", default=None, help="also save the study to this JSON file")
     r.set_defaults(func=_run)
-    s = sub.add_parser("show", help="print a saved study (a JSON file)")
-    s.add_argument("study", help="path of the study file")
+    s = sub.add_parser("show", help="print a saved study")
+    s.add_argument("study", help="a study name (under DATA_DIR/optimize/) or a JSON file")
     s.add_argument("--json", action="store_true", help="print the raw document")
     s.set_defaults(func=_show)
 
@@ -35,8 +36,9 @@ def _run(args: argparse.Namespace) -> int:
     from workbench.optimize.problems import get_problem
 
     problem = get_problem(args.problem)
+    name = args.name or f"{problem.name}-{args.strategy}-{args.seed}"
     opt = Optimizer(problem.space, problem.objectives, strategy=args.strategy, seed=args.seed,
-                    ref_point=problem.ref_point, name=f"{problem.name}-{args.seed}")  # fmt: skip
+                    ref_point=problem.ref_point, name=name)  # fmt: skip
     with tqdm(total=args.budget, desc=problem.name, file=sys.stderr) as bar:
         while len(opt.completed) < args.budget:
             n = min(args.batch, args.budget - len(opt.completed))
@@ -49,16 +51,28 @@ def _run(args: argparse.Namespace) -> int:
     else:
         best = opt.best()
         print(f"best {best.value:.6g} (regret {problem.regret(best.value):.3g}) at {best.params}")
+    store = _store()
+    store.save(opt)
+    print(f"study {name!r} saved to {store.path(name)}")
     if args.save:
         opt.save(Path(args.save))
         print(f"saved {args.save}")
     return 0
 
 
+def _store() -> Any:
+    from workbench.config import load_settings
+    from workbench.optimize.storage import FileStudyStore
+
+    return FileStudyStore(load_settings().data_dir / "optimize")
+
+
 def _show(args: argparse.Namespace) -> int:
     from workbench.optimize import Optimizer
 
-    opt = Optimizer.load(Path(args.study))
+    path = Path(args.study)
+    opt = Optimizer.load(path) if path.suffix == ".json" or path.is_file() else \
+        _store().load(args.study)  # fmt: skip
     if args.json:
         print(json.dumps(opt.to_dict(), indent=2))
         return 0
