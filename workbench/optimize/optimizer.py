@@ -257,8 +257,7 @@ class Optimizer:
         y = self._outcome_matrix(done)
         if failed and done and self.on_failure == "impute":
             worst = y.min(axis=0)
-            for j, c in enumerate(self._strategy_constraints()):
-                del j
+            for c in self._strategy_constraints():  # the violating side of each constraint
                 col = y[:, c.column]
                 worst[c.column] = col.max() if c.op == "<=" else col.min()
             x = np.vstack([x, enc([t.params for t in failed])])
