@@ -14,7 +14,8 @@ chosen by value only, which crowded around the incumbent):
 2. The pool is scored in one batched call, and the best ``restarts`` (4: three from the Sobol
    part, one from the local part) seed a batched L-BFGS-B capped at 12 iterations and 6
    line-search steps (each acquisition call costs ~3-4 ms at n=50 even on the lean
-   posterior, so the call count is the latency) (``gen_candidates_scipy``; SLSQP when linear constraints are present).
+   posterior, so the call count is the latency): ``gen_candidates_scipy``, SLSQP when
+   linear constraints are present.
    Integer and categorical columns are **held fixed per start** (``fixed_features`` with one
    value per start), so continuous columns are optimised exactly for each discrete
    combination that scored well, and no fractional value is ever proposed.

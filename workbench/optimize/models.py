@@ -153,12 +153,18 @@ class FitInfo:
 
 
 def _mll_value(mll: Any, model: Any) -> float:
+    """Marginal log-likelihood per point; ``-inf`` when the kernel matrix is not PSD."""
     torch = require("torch")
+    from linear_operator.utils.errors import NotPSDError
+
     model.train()
-    with torch.no_grad():
-        out = mll(model(*model.train_inputs), model.train_targets)
+    try:
+        with torch.no_grad():
+            out = float(mll(model(*model.train_inputs), model.train_targets).sum())
+    except (NotPSDError, RuntimeError, ValueError):
+        out = -math.inf
     model.eval()
-    return float(out.sum())
+    return out if math.isfinite(out) else -math.inf
 
 
 def _build(x: Any, y: Any, kernel: str = "matern-gamma") -> tuple[SingleTaskGP, Any]:
@@ -193,8 +199,11 @@ def _build(x: Any, y: Any, kernel: str = "matern-gamma") -> tuple[SingleTaskGP, 
 
 
 def _optimise(mll: Any, maxiter: int) -> None:
+    """L-BFGS on the hyperparameters; values that end non-finite are put back as they were
+    (an ill-conditioned kernel matrix can send a line search to NaN)."""
     from botorch.optim.fit import fit_gpytorch_mll_scipy
 
+    before = _snapshot(mll.model)
     mll.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -203,6 +212,9 @@ def _optimise(mll: Any, maxiter: int) -> None:
         except Exception as exc:  # a failed line search keeps the current values
             log.debug("GP hyperparameter fit stopped early: %r", exc)
     mll.eval()
+    after = _snapshot(mll.model)
+    if not all(np.all(np.isfinite(np.asarray(v, dtype=float))) for v in after.values()):
+        _load(mll.model, before)
 
 
 def _snapshot(model: Any) -> dict[str, Any]:
@@ -276,7 +288,14 @@ def fit_gp(
         full = True
         if warm_model is None or cold_mll >= warm_mll or not math.isfinite(warm_mll):
             model, mll_kept = cold, cold_mll
-    assert model is not None
+    if model is None or not math.isfinite(mll_kept):
+        # Both fits failed (near-duplicate points with a tiny noise): the prior's mode with a
+        # noise floor always gives a positive-definite kernel matrix.
+        model, mll = _build(tx, ty, config.kernel)
+        with torch.no_grad():
+            model.likelihood.noise = torch.full_like(model.likelihood.noise, 1e-2)
+        mll_kept, full = _mll_value(mll, model), True
+        log.warning("GP fit failed at n=%d; using prior-mode hyperparameters", n)
     new_state = ModelState(
         hyperparameters=_snapshot(model),
         dim=d,
@@ -335,7 +354,9 @@ def lean_posterior_model(model: Any) -> Any:
 
     with torch.no_grad():
         k_train = kern(x_train, x_train) + noise * torch.eye(len(x_train), dtype=x_train.dtype)
-        chol = torch.linalg.cholesky(k_train)
+        chol, info = torch.linalg.cholesky_ex(k_train)
+        if int(info) != 0 or not bool(torch.isfinite(chol).all()):
+            return None  # let GPyTorch add its jitter
         alpha = torch.cholesky_solve((y_train - constant).unsqueeze(-1), chol)
 
     class LeanGP(Model):

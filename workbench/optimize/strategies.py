@@ -59,6 +59,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _NUMERICAL_ERRORS() -> tuple[type[Exception], ...]:
+    """Errors of a model step that mean bad numerics, not a bug (imported lazily)."""
+    from botorch.exceptions.errors import ModelFittingError
+    from linear_operator.utils.errors import NotPSDError
+
+    return (NotPSDError, ModelFittingError)
+
+
 @dataclass(frozen=True)
 class OutcomeConstraint:
     """``outcome <op> bound`` on a modelled column of ``y`` (in the outcome's own units).
@@ -237,6 +245,12 @@ class _ModelStrategy:
             score = np.where(ok, score, score - 1e3)
         return inp.x[np.argsort(-score)[:8]]
 
+    def _fallback(self, inp: StrategyInput, q: int, exc: Exception) -> Suggestion:
+        """Random new points when the model cannot be used (numerical failure)."""
+        log.warning("%s: model step failed (%r); suggesting random points", self.name, exc)
+        s = RandomSearch().suggest(inp, q)
+        return Suggestion(s.x, inp.model_state, {"phase": "fallback", "error": repr(exc)})
+
     def _warmup(self, inp: StrategyInput, q: int) -> Suggestion:
         s = SobolSearch().suggest(inp, q)
         return replace(s, model_state=inp.model_state)
@@ -273,6 +287,12 @@ class QLogNEI(_ModelStrategy):
     def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         if self.warmup_left(inp) >= q or len(inp.x) < 2:
             return self._warmup(inp, q)
+        try:
+            return self._suggest(inp, q)
+        except _NUMERICAL_ERRORS() as exc:
+            return self._fallback(inp, q, exc)
+
+    def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
         from botorch.sampling.normal import SobolQMCNormalSampler
 
@@ -345,6 +365,12 @@ class ThompsonSampling(_ModelStrategy):
     def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         if self.warmup_left(inp) >= q or len(inp.x) < 2:
             return self._warmup(inp, q)
+        try:
+            return self._suggest(inp, q)
+        except _NUMERICAL_ERRORS() as exc:
+            return self._fallback(inp, q, exc)
+
+    def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         from botorch.sampling.pathwise import draw_matheron_paths
 
         torch = configure_torch(self.num_threads)
@@ -413,6 +439,12 @@ class QLogNEHVI(_ModelStrategy):
             raise InputError("qlognehvi needs at least two objectives; use qlognei")
         if self.warmup_left(inp) >= q or len(inp.x) < 2:
             return self._warmup(inp, q)
+        try:
+            return self._suggest(inp, q)
+        except _NUMERICAL_ERRORS() as exc:
+            return self._fallback(inp, q, exc)
+
+    def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         from botorch.acquisition.multi_objective.logei import (
             qLogNoisyExpectedHypervolumeImprovement,
         )
