@@ -348,8 +348,15 @@ def lean_posterior_model(model: Any) -> Any:
     sqrt5 = 5.0**0.5
 
     def kern(a: Any, b: Any) -> Any:
-        diff = a.unsqueeze(-2) / lengthscale - b.unsqueeze(-3) / lengthscale
-        r = torch.sqrt((diff**2).sum(-1).clamp_min(1e-30))
+        # Squared distances by one matrix product (|a|^2 + |b|^2 - 2ab): far cheaper than
+        # broadcasting a (..., q, n, d) difference tensor and its backward pass.
+        a, b = a / lengthscale, b / lengthscale
+        sq = (
+            (a * a).sum(-1, keepdim=True)
+            + (b * b).sum(-1).unsqueeze(-2)
+            - 2 * a @ b.transpose(-1, -2)
+        )
+        r = torch.sqrt(sq.clamp_min(1e-30))
         return outputscale * (1 + sqrt5 * r + 5.0 / 3.0 * r**2) * torch.exp(-sqrt5 * r)
 
     with torch.no_grad():

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -173,15 +175,24 @@ def _p50(xs: list[float]) -> float:
 
 
 def _peak_rss_mb(budget: int) -> float:
+    # VmHWM of the child's own address space: ru_maxrss would carry the high-water mark of
+    # the forked benchmark process (torch, Ax and Optuna loaded) across exec.
     code = (
-        "import resource\n"
         "from workbench.cli import main\n"
-        f"main(['optimize', 'run', 'hartmann6', '--budget', '{budget}'])\n"
-        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        f"main(['optimize', 'run', 'hartmann6', '--budget', '{budget}', '--name', 'rss-probe'])\n"
+        "hwm = [line for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
+        "print('RSS', hwm.split()[1])\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=900
-    )
+    with tempfile.TemporaryDirectory() as tmp:  # the study the CLI saves goes there
+        env = {**os.environ, "WORKBENCH_DATA_DIR": tmp}
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=900,
+            env=env,
+        )
     kb = next(int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("RSS"))
     return kb / 1024.0
 
@@ -377,18 +388,20 @@ def run(ctx: BenchContext) -> list[Measurement]:
                 )
             )
 
-    # Thompson batch of 8 at n=50.
-    ts_lat = []
+    # Thompson batch of 8 at n=50, repeated on the same data: the first call may land on a
+    # scheduled full refit, the others use the warm fit the target is about.
+    ts_lat: list[float] = []
     for seed in seeds[:3]:
         opt = Optimizer(h6.space, h6.objectives, strategy="thompson", seed=seed)
         for _ in range(25 if quick else 50):
             t = opt.ask()
             opt.tell(t, h6(t.params))
-        t0 = time.perf_counter()
-        batch = opt.ask_batch(8)
-        ts_lat.append(time.perf_counter() - t0)
-        for t in batch:
-            opt.abandon(t)
+        for _ in range(4):
+            t0 = time.perf_counter()
+            batch = opt.ask_batch(8)
+            ts_lat.append(time.perf_counter() - t0)
+            for t in batch:
+                opt.abandon(t)
     out.append(
         Measurement(
             "thompson batch of 8 at n=50",
@@ -398,6 +411,7 @@ def run(ctx: BenchContext) -> list[Measurement]:
             "s",
             better="lower",
             target=0.300,
+            note=f"max {max(ts_lat):.3f} s (a call that lands on a scheduled full refit)",
         )
     )
 
