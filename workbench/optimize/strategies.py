@@ -230,7 +230,10 @@ class _ModelStrategy:
 
     def _fit(self, inp: StrategyInput) -> tuple[Any, ModelState, float]:
         configure_torch(self.num_threads)
-        model, state, info = fit_gp(inp.x, inp.y, inp.model_state, self.fit)
+        fit = self.fit
+        if fit.kernel == "auto":
+            fit = replace(fit, kernel="matern" if inp.space.is_mixed else "matern-gamma")
+        model, state, info = fit_gp(inp.x, inp.y, inp.model_state, fit)
         return model, state, info.seconds
 
     def _anchors(self, inp: StrategyInput) -> np.ndarray:
