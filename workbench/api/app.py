@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 ROUTER_MODULES: tuple[str, ...] = (
     "workbench.api.system",
     "workbench.api.mcts",
+    "workbench.api.optimize",
     "workbench.api.gpu",
 )
 

@@ -43,9 +43,10 @@ __all__ = [
 #: Registered suites: name -> module with ``run(ctx) -> list[Measurement]``.
 SUITES: dict[str, str] = {
     "env": "workbench.reports.benchmarks.env",
-    "mcts": "workbench.reports.benchmarks.mcts",
-    "gpu": "workbench.reports.benchmarks.gpu",
     "service": "workbench.reports.benchmarks.service",
+    "mcts": "workbench.reports.benchmarks.mcts",
+    "optimize": "workbench.reports.benchmarks.optimize",
+    "gpu": "workbench.reports.benchmarks.gpu",
 }
 
 FORMAT_VERSION = 1

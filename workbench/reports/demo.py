@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 DEMO_PARTS: dict[str, str] = {
     "environment": "workbench.reports.demos.environment",
     "mcts": "workbench.reports.demos.mcts",
+    "optimize": "workbench.reports.demos.optimize",
     "gpu": "workbench.reports.demos.gpu",
 }
 

@@ -1,0 +1,93 @@
+"""Routes of the parameter optimizer: the platform contract and ask/tell studies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.api.conftest import bearer, run_with_client
+from workbench.api import optimize as routes
+from workbench.api import system
+from workbench.api.app import create_app
+from workbench.config import Settings
+
+TOKEN = "api-token-123"
+H = bearer(TOKEN)
+
+
+def app() -> Any:
+    return create_app(Settings(api_token=TOKEN), routers=[system.router, routes.router])
+
+
+def test_parameters_contract() -> None:
+    async def scenario(client: TestClient) -> None:
+        r = await client.get("/api/v1/parameters/health")
+        assert r.status == 200 and (await r.json())["status"] == "healthy"
+        r = await client.post("/api/v1/parameters", json={"taskType": "code_generation"})
+        assert r.status == 401
+        r = await client.post(
+            "/api/v1/parameters",
+            json={"task_type": "code_generation", "prompt": "write a parser",
+                  "constraints": {"maxTokensLimit": 1000}},
+            headers=H,
+        )  # fmt: skip
+        body = await r.json()
+        assert r.status == 200, body
+        assert body["temperature"] == 0.2 and body["max_tokens"] == 1000  # the profile, clipped
+        execs = [
+            {"taskType": "code_generation", "parameters": {"temperature": 0.1 + 0.05 * i,
+             "maxTokens": 500 + 100 * i}, "latencyMs": 800 + 10 * i, "success": i != 3,
+             "quality": 0.5 + 0.03 * i, "cost": 0.001}
+            for i in range(7)
+        ]  # fmt: skip
+        r = await client.post("/api/v1/parameters/feedback", json={"executions": execs},
+                              headers=H)  # fmt: skip
+        assert (await r.json())["accepted"] == 7
+        r = await client.post("/api/v1/parameters", json={"taskType": "code_generation"},
+                              headers=H)  # fmt: skip
+        body = await r.json()
+        assert "Bayesian" in body["reasoning"][0] and 0 < body["confidence"] < 0.2
+        r = await client.get("/api/v1/parameters/analytics", headers=H)
+        a = await r.json()
+        assert a["taskTypes"]["code_generation"]["observations"] == 6
+        assert a["taskTypes"]["code_generation"]["failures"] == 1
+        r = await client.post("/api/v1/parameters/feedback",
+                              json={"executions": [{"taskType": "x", "parameters": {},
+                                                    "latencyMs": -1}]}, headers=H)  # fmt: skip
+        assert r.status == 400
+
+    run_with_client(app(), scenario)
+
+
+def test_study_ask_tell_best_pareto() -> None:
+    async def scenario(client: TestClient) -> None:
+        base = "/api/v1/optimize/s1"
+        r = await client.post(f"{base}/ask", json={"n": 1}, headers=H)
+        assert r.status == 404
+        space = {"x": {"type": "real", "low": 0, "high": 1},
+                 "m": {"type": "categorical", "choices": ["a", "b"]}}  # fmt: skip
+        r = await client.post(base, json={"space": space, "objectives": {"y": "minimize",
+                              "c": "minimize"}}, headers=H)  # fmt: skip
+        assert r.status == 201
+        r = await client.post(base, json={"space": space}, headers=H)
+        assert r.status == 409
+        r = await client.post(f"{base}/ask", json={"n": 3}, headers=H)
+        trials = (await r.json())["data"]["trials"]
+        assert len(trials) == 3
+        for t in trials:
+            x = t["params"]["x"]
+            r = await client.post(f"{base}/tell", json={"trialId": t["id"],
+                                  "outcomes": {"y": x, "c": 1 - x}}, headers=H)  # fmt: skip
+            assert r.status == 200
+        r = await client.post(f"{base}/tell", json={"params": {"x": 3, "m": "a"},
+                              "outcomes": {"y": 1, "c": 1}}, headers=H)  # fmt: skip
+        err = await r.json()
+        assert r.status == 400 and err["error"]["code"] == "VALIDATION_ERROR"
+        assert "x" in err["error"]["message"]
+        r = await client.get(f"{base}/best", headers=H)
+        assert (await r.json())["data"]["value"] == min(t["params"]["x"] for t in trials)
+        r = await client.get(f"{base}/pareto", headers=H)
+        assert len((await r.json())["data"]["trials"]) == 3
+
+    run_with_client(app(), scenario)

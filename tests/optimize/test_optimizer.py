@@ -1,0 +1,274 @@
+"""The Optimizer facade: the stable contract, every strategy, pending/failed/noisy trials,
+constraints, conditional and mixed spaces, determinism."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from workbench.errors import ConflictError, InputError, NotFoundError
+from workbench.optimize import (
+    Categorical,
+    Fixed,
+    Int,
+    LinearConstraint,
+    Optimizer,
+    Real,
+    SearchSpace,
+)
+from workbench.optimize.problems import get_problem
+from workbench.optimize.strategies import QLogNEI, ThompsonSampling
+
+
+def toy(params: dict) -> float:
+    bonus = {"a": 0.0, "b": 0.3}[params["m"]]
+    return (params["x0"] - 0.3) ** 2 + 0.05 * abs(params["n"] - 5) + bonus
+
+
+def contract_optimizer(strategy: str = "default", seed: int = 0) -> Optimizer:
+    return Optimizer(
+        {"x0": Real(0, 1), "n": Int(1, 8), "m": Categorical(["a", "b"])},
+        objectives={"y": "minimize"},
+        strategy=strategy,
+        seed=seed,
+    )
+
+
+def test_stable_contract() -> None:
+    opt = contract_optimizer()
+    for _ in range(8):
+        trial = opt.ask()
+        assert isinstance(trial.id, int)
+        assert set(trial.params) == {"x0", "n", "m"}
+        opt.tell(trial, {"y": toy(trial.params)})
+    best = opt.best()
+    params, value = best
+    assert value == min(t.outcomes["y"] for t in opt.completed)
+    assert params == opt.trials[best.trial_id].params
+
+
+@pytest.mark.parametrize("strategy", ["default", "qlognei", "thompson", "sobol", "random"])
+def test_every_strategy_gives_valid_distinct_configurations(strategy: str) -> None:
+    opt = contract_optimizer(strategy)
+    seen = set()
+    for _ in range(9):
+        trial = opt.ask()
+        opt.space.validate(trial.params)
+        key = tuple(sorted(trial.params.items()))
+        assert key not in seen
+        seen.add(key)
+        opt.tell(trial, {"y": toy(trial.params)})
+    if strategy in ("default", "qlognei", "thompson"):
+        assert opt.last_info["phase"] == "model"
+        assert opt.model_state is not None
+
+
+def test_model_strategy_beats_its_warmup_on_a_simple_function() -> None:
+    opt = Optimizer({"x": Real(0, 1), "z": Real(0, 1)}, {"y": "minimize"}, seed=1)
+    for _ in range(5):
+        t = opt.ask()
+        opt.tell(t, {"y": (t.params["x"] - 0.71) ** 2 + (t.params["z"] - 0.2) ** 2})
+    warm = opt.best().value
+    for _ in range(8):
+        t = opt.ask()
+        opt.tell(t, {"y": (t.params["x"] - 0.71) ** 2 + (t.params["z"] - 0.2) ** 2})
+    assert opt.best().value < min(warm, 1e-3)
+
+
+def test_ask_batch_pending_are_distinct_and_accounted() -> None:
+    opt = Optimizer({"x": Real(0, 1), "z": Real(0, 1)}, {"y": "maximize"},
+                    strategy=QLogNEI(n_init=4), seed=0)  # fmt: skip
+    first = opt.ask_batch(4)
+    for t in first:
+        opt.tell(t, {"y": -((t.params["x"] - 0.5) ** 2)})
+    batch = opt.ask_batch(3)
+    assert len({(t.params["x"], t.params["z"]) for t in batch}) == 3
+    assert [t.status for t in opt.pending] == ["pending"] * 3
+    more = opt.ask()  # the three pending ones are fantasies, not repeated
+    assert all(more.params != t.params for t in batch)
+
+
+def test_thompson_batch_of_eight() -> None:
+    opt = Optimizer({"x": Real(0, 1), "z": Real(0, 1)}, {"y": "minimize"},
+                    strategy=ThompsonSampling(n_init=5), seed=0)  # fmt: skip
+    for t in opt.ask_batch(6):
+        opt.tell(t, {"y": (t.params["x"] - 0.2) ** 2 + t.params["z"]})
+    batch = opt.ask_batch(8)
+    assert len({tuple(t.params.values()) for t in batch}) == 8
+
+
+def test_failed_trials_are_never_repeated_and_never_best() -> None:
+    space = {"k": Int(0, 5), "c": Categorical(["p", "q"])}
+    opt = Optimizer(space, {"y": "minimize"}, strategy=QLogNEI(n_init=3), seed=3)
+    seen = []
+    for _ in range(12):
+        t = opt.ask()
+        seen.append(tuple(sorted(t.params.items())))
+        if t.params["k"] == 0:
+            opt.tell(t, failed=True)
+        else:
+            opt.tell(t, {"y": float(t.params["k"]) + (t.params["c"] == "q")})
+    assert len(seen) == len(set(seen))
+    assert opt.best().params["k"] != 0
+    assert any(t.status == "failed" for t in opt.trials) or all(s[0][1] != 0 for s in seen)
+
+
+def test_exhausting_a_discrete_space() -> None:
+    opt = Optimizer({"c": Categorical(["a", "b", "c"])}, {"y": "minimize"}, seed=0)
+    for _ in range(3):
+        t = opt.ask()
+        opt.tell(t, {"y": 1.0})
+    with pytest.raises(InputError, match="no untried configuration"):
+        opt.ask()
+
+
+def test_tell_params_dict_and_noisy_repeats() -> None:
+    opt = contract_optimizer()
+    p = {"x0": 0.5, "n": 3, "m": "a"}
+    a = opt.tell(p, {"y": 1.0})
+    b = opt.tell(p, {"y": 1.2})  # a repeated, noisy measurement
+    assert a.id != b.id and a.status == b.status == "completed"
+    with pytest.raises(InputError) as info:
+        opt.tell({"x0": 2.0, "n": 3, "m": "a"}, {"y": 0.0})
+    assert info.value.details["field"] == "x0"
+    for _ in range(6):
+        t = opt.ask()
+        opt.tell(t, {"y": toy(t.params) + 0.01 * np.sin(t.id)})
+    assert opt.ask().status == "pending"
+
+
+def test_tell_is_idempotent_and_final() -> None:
+    opt = contract_optimizer()
+    t = opt.ask()
+    done = opt.tell(t, {"y": 1.0})
+    assert opt.tell(t, {"y": 1.0}) == done
+    with pytest.raises(ConflictError):
+        opt.tell(t, {"y": 2.0})
+    with pytest.raises(NotFoundError):
+        opt.tell(99, {"y": 1.0})
+    with pytest.raises(InputError, match="missing"):
+        opt.tell(opt.ask(), {"z": 1.0})
+    with pytest.raises(InputError, match="finite"):
+        opt.tell(opt.ask(), {"y": math.nan})
+
+
+def test_best_before_any_result() -> None:
+    with pytest.raises(NotFoundError):
+        contract_optimizer().best()
+
+
+def test_linear_constraints_hold_in_every_phase() -> None:
+    space = SearchSpace(
+        {"a": Real(0, 1), "b": Real(0, 1), "k": Int(0, 4)},
+        (
+            LinearConstraint({"a": 1, "b": 1}, "<=", 0.8),
+            LinearConstraint({"a": 1, "k": 0.1}, ">=", 0.2),
+        ),
+    )
+    opt = Optimizer(space, {"y": "maximize"}, seed=0, strategy=QLogNEI(n_init=4))
+    for _ in range(9):
+        t = opt.ask()
+        p = t.params
+        assert p["a"] + p["b"] <= 0.8 + 1e-6 and p["a"] + 0.1 * p["k"] >= 0.2 - 1e-6
+        opt.tell(t, {"y": p["a"] + 2 * p["b"] + 0.01 * p["k"]})
+    assert opt.best().value > 1.3
+
+
+def test_outcome_constraints_shape_best() -> None:
+    opt = Optimizer(
+        {"x": Real(0, 1)},
+        {"quality": "maximize"},
+        outcome_constraints={"latency_ms": ("<=", 500.0)},
+        strategy=QLogNEI(n_init=4),
+        seed=0,
+    )
+    for _ in range(8):
+        t = opt.ask()
+        x = t.params["x"]
+        opt.tell(t, {"quality": x, "latency_ms": 1000 * x})
+    best = opt.best()
+    assert best.outcomes["latency_ms"] <= 500
+    assert best.value > 0.4
+
+
+def test_conditional_and_fixed_parameters() -> None:
+    space = {
+        "model": Categorical(["small", "large"]),
+        "beams": Int(1, 4, active_if={"model": ["large"]}),
+        "temp": Real(0, 1),
+        "stop": Fixed("\n"),
+    }
+    opt = Optimizer(space, {"y": "maximize"}, strategy=QLogNEI(n_init=4), seed=2)
+    for _ in range(9):
+        t = opt.ask()
+        assert ("beams" in t.params) == (t.params["model"] == "large")
+        assert t.params["stop"] == "\n"
+        opt.tell(t, {"y": t.params.get("beams", 0) - (t.params["temp"] - 0.5) ** 2})
+    assert opt.best().params["model"] == "large"
+
+
+def test_weighted_scalarisation_and_pareto_front() -> None:
+    opt = Optimizer(
+        {"x": Real(0, 1)},
+        {"quality": "maximize", "cost": "minimize"},
+        weights={"quality": 1.0, "cost": 0.5},
+        strategy="default",
+        seed=0,
+    )
+    assert opt.strategy_name == "default"
+    for _ in range(7):
+        t = opt.ask()
+        x = t.params["x"]
+        opt.tell(t, {"quality": x, "cost": x**2})
+    best = opt.best()
+    assert best.value == pytest.approx(best.outcomes["quality"] - 0.5 * best.outcomes["cost"])
+    front = opt.pareto_front()
+    assert len(front) == len(opt.completed)  # quality and cost both grow with x
+
+
+def test_qlognehvi_on_branincurrin_improves_hypervolume() -> None:
+    p = get_problem("branincurrin")
+    opt = Optimizer(p.space, p.objectives, ref_point=p.ref_point, seed=0)
+    assert type(opt.strategy).__name__ == "QLogNEHVI"
+    for _ in range(5):
+        t = opt.ask()
+        opt.tell(t, p(t.params))
+    hv_init = opt.hypervolume()
+    for _ in range(4):
+        t = opt.ask()
+        opt.tell(t, p(t.params))
+    assert opt.hypervolume() >= hv_init
+    assert opt.pareto_front()
+
+
+def test_same_seed_same_suggestions() -> None:
+    runs = []
+    for _ in range(2):
+        opt = contract_optimizer(seed=7)
+        seq = []
+        for _ in range(8):
+            t = opt.ask()
+            seq.append(t.params)
+            opt.tell(t, {"y": toy(t.params)})
+        runs.append(seq)
+    assert runs[0] == runs[1]
+
+
+def test_unknown_strategy_and_direction() -> None:
+    with pytest.raises(InputError, match="known"):
+        contract_optimizer("nope")
+    with pytest.raises(InputError, match="minimize or maximize"):
+        Optimizer({"x": Real(0, 1)}, {"y": "down"})
+
+
+def test_import_stays_light() -> None:
+    code = (
+        "import sys, workbench.optimize, workbench.optimize.problems;"
+        "print(any(m in sys.modules for m in ('torch', 'botorch', 'gpytorch')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,522 @@
+"""The :class:`Optimizer`: a stateful ask/tell facade over the stateless strategies.
+
+It keeps the study (trials, their outcomes, pending suggestions, the GP's warm-start state)
+and turns it into a :class:`~workbench.optimize.strategies.StrategyInput` for each
+suggestion. Objectives are turned to "larger is better" internally; outcome constraints
+are modelled as extra GP outputs.
+
+Determinism: suggestion ``k`` uses a seed derived from ``(seed, k)`` and the warm-start
+state saved with the study, so a study saved and loaded elsewhere proposes the same next
+point as the original would have.
+
+Failed trials (``tell(trial, failed=True)``) are never suggested again; with
+``on_failure="impute"`` (the default) they also enter the model with the worst value seen so
+far, which steers the search away from regions that fail (a timeout at a huge token budget,
+say) instead of retrying next to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import ConflictError, InputError, NotFoundError
+from workbench.metrics import counter, histogram
+from workbench.optimize.models import ModelState
+from workbench.optimize.pareto import hypervolume, pareto_mask
+from workbench.optimize.space import LinearConstraint, Param, SearchSpace
+from workbench.optimize.strategies import (
+    OutcomeConstraint,
+    Strategy,
+    StrategyInput,
+    get_strategy,
+)
+
+__all__ = ["Best", "Optimizer", "Trial"]
+
+log = logging.getLogger(__name__)
+
+_SUGGEST_SECONDS = histogram(
+    "workbench_optimize_suggest_seconds",
+    "Wall time of one ask/ask_batch call (model fit and acquisition included)",
+    ["strategy"],
+)
+_TRIALS = counter("workbench_optimize_trials_total", "Trials told, by status", ["status"])
+
+_DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize",
+               "max": "maximize"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluated or pending configuration.
+
+    Attributes:
+        id: Trial number within the study (0, 1, ...).
+        params: The configuration (parameter name -> value; inactive ones absent).
+        status: ``"pending"``, ``"completed"``, ``"failed"`` or ``"abandoned"`` (a
+            suggestion that will never be evaluated; it no longer counts as pending).
+        outcomes: Outcome name -> value once completed.
+        created_s: Wall-clock time of the suggestion or observation (Unix seconds).
+    """
+
+    id: int
+    params: dict[str, Any]
+    status: str = "pending"
+    outcomes: dict[str, float] | None = None
+    created_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "params": dict(self.params),
+            "status": self.status,
+            "outcomes": None if self.outcomes is None else dict(self.outcomes),
+            "created_s": self.created_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        return cls(
+            id=int(data["id"]),
+            params=dict(data["params"]),
+            status=str(data["status"]),
+            outcomes=None if data.get("outcomes") is None else
+            {k: float(v) for k, v in data["outcomes"].items()},
+            created_s=float(data.get("created_s", 0.0)),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best trial so far; unpacks as ``params, value = opt.best()``.
+
+    Attributes:
+        params: Its configuration.
+        value: Its objective value (the scalarised value with weights; the first objective
+            otherwise).
+        trial_id: Its trial id.
+        outcomes: All its outcomes.
+    """
+
+    params: dict[str, Any]
+    value: float
+    trial_id: int
+    outcomes: dict[str, float]
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.params
+        yield self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": self.params, "value": self.value, "trial_id": self.trial_id,
+                "outcomes": self.outcomes}  # fmt: skip
+
+
+def _parse_outcome_constraints(
+    raw: Mapping[str, Any] | Sequence[str] | None,
+) -> list[tuple[str, str, float]]:
+    out: list[tuple[str, str, float]] = []
+    if not raw:
+        return out
+    items: list[tuple[str, Any]]
+    if isinstance(raw, Mapping):
+        items = list(raw.items())
+    else:
+        items = []
+        for text in raw:
+            for op in ("<=", ">="):
+                if op in text:
+                    name, _, bound = text.partition(op)
+                    items.append((name.strip(), (op, float(bound))))
+                    break
+            else:
+                raise InputError(f"outcome constraint {text!r} must look like 'name <= bound'")
+    for name, spec in items:
+        if not isinstance(spec, (tuple, list)) or len(spec) != 2 or spec[0] not in ("<=", ">="):
+            raise InputError(
+                f"outcome constraint for {name!r} must be ('<=' | '>=', bound), got {spec!r}"
+            )
+        out.append((str(name), str(spec[0]), float(spec[1])))
+    return out
+
+
+class Optimizer:
+    """Ask/tell Bayesian optimisation over a search space.
+
+    Args:
+        space: Parameter name -> ``Real``/``Int``/``Categorical``/``Fixed``, or a
+            :class:`SearchSpace`.
+        objectives: Outcome name -> ``"minimize"`` or ``"maximize"``.
+        strategy: A registered strategy name (``default``, ``qlognei``, ``thompson``,
+            ``qlognehvi``, ``sobol``, ``random``) or a strategy object.
+        seed: Seed of every random choice; the same seed and tells give the same asks.
+        constraints: Linear constraints on parameters.
+        outcome_constraints: ``{"latency_ms": ("<=", 2000)}`` or ``["latency_ms <= 2000"]``.
+        weights: Objective name -> weight for a scalarised single objective (applied to the
+            objectives signed so that larger is better).
+        ref_point: Objective name -> hypervolume reference value (own units); inferred from
+            the data when omitted.
+        on_failure: ``"impute"`` (failed trials enter the model at the worst value seen) or
+            ``"ignore"`` (they are only never suggested again).
+        name: Study name (used by storage and the HTTP API).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace | Mapping[str, Param],
+        objectives: Mapping[str, str] | None = None,
+        *,
+        strategy: str | Strategy = "default",
+        seed: int = 0,
+        constraints: Sequence[LinearConstraint] = (),
+        outcome_constraints: Mapping[str, Any] | Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+        ref_point: Mapping[str, float] | None = None,
+        on_failure: str = "impute",
+        name: str = "study",
+    ) -> None:
+        self.space = SearchSpace.coerce(space, constraints)
+        objectives = dict(objectives or {"y": "minimize"})
+        if not objectives:
+            raise InputError("at least one objective is needed")
+        self.objectives: dict[str, str] = {}
+        for k, v in objectives.items():
+            d = _DIRECTIONS.get(str(v).lower())
+            if d is None:
+                raise InputError(f"objective {k!r} direction {v!r} must be minimize or maximize")
+            self.objectives[str(k)] = d
+        self.outcome_constraints = _parse_outcome_constraints(outcome_constraints)
+        self.weights = None if weights is None else {k: float(v) for k, v in weights.items()}
+        if self.weights is not None and set(self.weights) != set(self.objectives):
+            raise InputError(f"weights must name every objective: {sorted(self.objectives)}")
+        self.ref_point = None if ref_point is None else {k: float(v) for k, v in ref_point.items()}
+        if on_failure not in ("impute", "ignore"):
+            raise InputError(f"on_failure={on_failure!r} must be 'impute' or 'ignore'")
+        self.on_failure = on_failure
+        self.seed = int(seed)
+        self.name = name
+        if isinstance(strategy, str):
+            self.strategy_name = strategy
+            self.strategy: Strategy = get_strategy(
+                strategy, n_objectives=len(self.objectives), weighted=self.weights is not None
+            )
+        else:
+            self.strategy_name = getattr(strategy, "name", type(strategy).__name__)
+            self.strategy = strategy
+        self.trials: list[Trial] = []
+        self.model_state: ModelState | None = None
+        self.n_asked = 0
+        self.last_info: dict[str, Any] = {}
+
+    # ----- columns ---------------------------------------------------------------------------
+    @property
+    def outcome_names(self) -> list[str]:
+        """Every outcome a completed trial must report (objectives, then constrained ones)."""
+        names = list(self.objectives)
+        for n, _, _ in self.outcome_constraints:
+            if n not in names:
+                names.append(n)
+        return names
+
+    def _sign(self, name: str) -> float:
+        return -1.0 if self.objectives.get(name) == "minimize" else 1.0
+
+    def _outcome_matrix(self, trials: Sequence[Trial]) -> np.ndarray:
+        names = self.outcome_names
+        rows = [[(t.outcomes or {})[n] for n in names] for t in trials]
+        y: np.ndarray = np.asarray(rows, dtype=np.float64).reshape(len(trials), len(names))
+        for j, n in enumerate(names):
+            if n in self.objectives:
+                y[:, j] *= self._sign(n)
+        return y
+
+    def _strategy_constraints(self) -> tuple[OutcomeConstraint, ...]:
+        names = self.outcome_names
+        out = []
+        for n, op, bound in self.outcome_constraints:
+            j = names.index(n)
+            if self._sign(n) < 0:  # the column holds -value
+                op, bound = ("<=" if op == ">=" else ">="), -bound
+            out.append(OutcomeConstraint(j, op, bound))
+        return tuple(out)
+
+    # ----- ask ---------------------------------------------------------------------------------
+    def _strategy_input(self) -> StrategyInput:
+        done = [t for t in self.trials if t.status == "completed"]
+        failed = [t for t in self.trials if t.status == "failed"]
+        pending = [t for t in self.trials if t.status == "pending"]
+        enc = self.space.encode_many
+        x = enc([t.params for t in done])
+        y = self._outcome_matrix(done)
+        if failed and done and self.on_failure == "impute":
+            worst = y.min(axis=0)
+            for c in self._strategy_constraints():  # the violating side of each constraint
+                col = y[:, c.column]
+                worst[c.column] = col.max() if c.op == "<=" else col.min()
+            x = np.vstack([x, enc([t.params for t in failed])])
+            y = np.vstack([y, np.tile(worst, (len(failed), 1))])
+        k = len(self.objectives)
+        weights = None
+        if self.weights is not None:
+            weights = np.array([self.weights[n] for n in self.objectives])
+        ref = None
+        if self.ref_point is not None:
+            ref = np.array([self.ref_point[n] * self._sign(n) for n in self.objectives])
+        avoid_trials = [t.params for t in self.trials if t.status != "abandoned"]
+        seed = int(np.random.SeedSequence([self.seed, self.n_asked]).generate_state(1)[0] >> 1)
+        return StrategyInput(
+            space=self.space,
+            x=x,
+            y=y,
+            n_objectives=k,
+            constraints=self._strategy_constraints(),
+            weights=weights,
+            ref_point=ref,
+            pending=enc([t.params for t in pending]),
+            avoid=enc(avoid_trials),
+            seed=seed,
+            index=self.n_asked,
+            model_state=self.model_state,
+        )
+
+    def ask(self) -> Trial:
+        """Suggest one configuration (registered as a pending trial)."""
+        return self.ask_batch(1)[0]
+
+    def ask_batch(self, n: int) -> list[Trial]:
+        """Suggest ``n`` configurations at once (for parallel evaluation); each later one
+        accounts for the earlier ones as pending."""
+        if n < 1:
+            raise InputError(f"ask_batch needs n >= 1, got {n}")
+        start = time.perf_counter()
+        inp = self._strategy_input()
+        suggestion = self.strategy.suggest(inp, n)
+        if suggestion.model_state is not None:
+            self.model_state = suggestion.model_state
+        self.n_asked += n
+        now = time.time()
+        out = []
+        for row in suggestion.x:
+            params = self.space.decode(row)
+            trial = Trial(len(self.trials), params, "pending", None, now)
+            self.trials.append(trial)
+            out.append(trial)
+        elapsed = time.perf_counter() - start
+        self.last_info = {**suggestion.info, "total_s": elapsed}
+        _SUGGEST_SECONDS.labels(self.strategy_name).observe(elapsed)
+        return out
+
+    # ----- tell --------------------------------------------------------------------------------
+    def _check_outcomes(self, outcomes: Mapping[str, Any] | None) -> dict[str, float]:
+        if outcomes is None:
+            raise InputError(f"outcomes are required: {self.outcome_names}")
+        out: dict[str, float] = {}
+        for k, v in outcomes.items():
+            try:
+                out[str(k)] = float(v)
+            except (TypeError, ValueError):
+                raise InputError(f"outcome {k!r}={v!r} is not a number",
+                                 details={"field": k}) from None  # fmt: skip
+        missing = [n for n in self.outcome_names if n not in out]
+        if missing:
+            raise InputError(f"outcome(s) {missing} missing; this study needs {self.outcome_names}",
+                             details={"field": missing[0]})  # fmt: skip
+        bad = [n for n in self.outcome_names if not math.isfinite(out[n])]
+        if bad:
+            raise InputError(f"outcome(s) {bad} are not finite; tell failed=True instead",
+                             details={"field": bad[0]})  # fmt: skip
+        return out
+
+    def tell(
+        self,
+        trial: Trial | int | Mapping[str, Any],
+        outcomes: Mapping[str, Any] | None = None,
+        *,
+        failed: bool = False,
+    ) -> Trial:
+        """Report a trial's outcomes, or that it failed.
+
+        Args:
+            trial: A trial from :meth:`ask`, its id, or a params dict observed elsewhere
+                (recorded as a new trial).
+            outcomes: Outcome name -> value (every objective and constrained outcome).
+            failed: The evaluation failed (no outcomes needed).
+
+        Returns:
+            The updated trial. Telling a finished trial the same result again is a no-op;
+            a different result raises :class:`~workbench.errors.ConflictError`.
+        """
+        status = "failed" if failed else "completed"
+        values = None if failed else self._check_outcomes(outcomes)
+        if isinstance(trial, Mapping):
+            params = self.space.validate(trial)
+            new = Trial(len(self.trials), params, status, values, time.time())
+            self.trials.append(new)
+            _TRIALS.labels(status).inc()
+            return new
+        tid = trial if isinstance(trial, int) else trial.id
+        if not 0 <= tid < len(self.trials):
+            raise NotFoundError(f"trial {tid} does not exist in study {self.name!r}",
+                                details={"trial_id": tid})  # fmt: skip
+        current = self.trials[tid]
+        if current.status != "pending":
+            if current.status == status and current.outcomes == values:
+                return current
+            raise ConflictError(
+                f"trial {tid} was already told ({current.status}); results are final",
+                details={"trial_id": tid},
+            )
+        updated = replace(current, status=status, outcomes=values)
+        self.trials[tid] = updated
+        _TRIALS.labels(status).inc()
+        return updated
+
+    def abandon(self, trial: Trial | int) -> Trial:
+        """Withdraw a pending suggestion that will not be evaluated (it stops being a
+        fantasy for later suggestions and may be suggested again)."""
+        tid = trial if isinstance(trial, int) else trial.id
+        if not 0 <= tid < len(self.trials):
+            raise NotFoundError(f"trial {tid} does not exist in study {self.name!r}")
+        current = self.trials[tid]
+        if current.status != "pending":
+            raise ConflictError(f"trial {tid} is {current.status}, not pending")
+        self.trials[tid] = replace(current, status="abandoned")
+        return self.trials[tid]
+
+    # ----- results ----------------------------------------------------------------------------
+    @property
+    def completed(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "completed"]
+
+    @property
+    def pending(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "pending"]
+
+    def _feasible(self, trials: Sequence[Trial]) -> list[Trial]:
+        out = []
+        for t in trials:
+            assert t.outcomes is not None
+            ok = True
+            for n, op, b in self.outcome_constraints:
+                v = t.outcomes[n]
+                ok &= v <= b if op == "<=" else v >= b
+            if ok:
+                out.append(t)
+        return out
+
+    def _scalar(self, t: Trial) -> float:
+        """The value ``best`` ranks by, in the objective's own direction."""
+        assert t.outcomes is not None
+        if self.weights is not None:
+            return sum(self.weights[n] * self._sign(n) * t.outcomes[n] for n in self.objectives)
+        return t.outcomes[next(iter(self.objectives))]
+
+    def best(self) -> Best:
+        """The best feasible completed trial (by the first objective, or the weighted sum).
+
+        Raises:
+            NotFoundError: no feasible trial was completed yet.
+        """
+        feasible = self._feasible(self.completed)
+        if not feasible:
+            raise NotFoundError(f"study {self.name!r} has no feasible completed trial yet")
+        if self.weights is not None:
+            key = self._scalar
+            top = max(feasible, key=key)
+        else:
+            first = next(iter(self.objectives))
+            sign = self._sign(first)
+            top = max(feasible, key=lambda t: sign * t.outcomes[first])  # type: ignore[index]
+        assert top.outcomes is not None
+        return Best(dict(top.params), self._scalar(top), top.id, dict(top.outcomes))
+
+    def pareto_front(self) -> list[Trial]:
+        """Feasible completed trials that no other one dominates (over the objectives)."""
+        feasible = self._feasible(self.completed)
+        if not feasible:
+            return []
+        y = self._outcome_matrix(feasible)[:, : len(self.objectives)]
+        return [t for t, keep in zip(feasible, pareto_mask(y), strict=True) if keep]
+
+    def hypervolume(self, ref_point: Mapping[str, float] | None = None) -> float:
+        """Hypervolume of the feasible completed trials w.r.t. ``ref_point`` (own units)."""
+        ref = ref_point or self.ref_point
+        if ref is None:
+            raise InputError("a reference point is needed (pass ref_point)")
+        feasible = self._feasible(self.completed)
+        y = self._outcome_matrix(feasible)[:, : len(self.objectives)] if feasible else \
+            np.zeros((0, len(self.objectives)))  # fmt: skip
+        r = np.array([ref[n] * self._sign(n) for n in self.objectives])
+        return hypervolume(y, r)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every trial as a dict (JSON-ready)."""
+        return [t.to_dict() for t in self.trials]
+
+    # ----- persistence -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The whole study as JSON-ready data (see :mod:`workbench.optimize.storage`)."""
+        return {
+            "name": self.name,
+            "space": self.space.to_dict(),
+            "objectives": dict(self.objectives),
+            "strategy": self.strategy_name,
+            "seed": self.seed,
+            "outcome_constraints": [list(c) for c in self.outcome_constraints],
+            "weights": self.weights,
+            "ref_point": self.ref_point,
+            "on_failure": self.on_failure,
+            "n_asked": self.n_asked,
+            "trials": [t.to_dict() for t in self.trials],
+            "model_state": None if self.model_state is None else self.model_state.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Optimizer:
+        """Rebuild a study saved with :meth:`to_dict`."""
+        try:
+            opt = cls(
+                SearchSpace.from_dict(data["space"]),
+                data["objectives"],
+                strategy=data.get("strategy", "default"),
+                seed=int(data.get("seed", 0)),
+                outcome_constraints={
+                    n: (op, b) for n, op, b in data.get("outcome_constraints") or []
+                },
+                weights=data.get("weights"),
+                ref_point=data.get("ref_point"),
+                on_failure=data.get("on_failure", "impute"),
+                name=data.get("name", "study"),
+            )
+            opt.trials = [Trial.from_dict(t) for t in data.get("trials", [])]
+            opt.n_asked = int(data.get("n_asked", len(opt.trials)))
+            opt.model_state = ModelState.from_dict(data.get("model_state"))
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"malformed study data: {exc!r}") from None
+        return opt
+
+    def save(self, path: Any) -> None:
+        """Write the study to a JSON file (atomic replace)."""
+        from workbench.optimize.storage import save_file
+
+        save_file(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> Optimizer:
+        """Read a study written by :meth:`save`."""
+        from workbench.optimize.storage import load_file
+
+        return load_file(path)
+
+    def __repr__(self) -> str:
+        return (f"Optimizer(name={self.name!r}, strategy={self.strategy_name!r}, "
+                f"trials={len(self.trials)}, objectives={self.objectives})")  # fmt: skip
