@@ -17,7 +17,8 @@ H = bearer(TOKEN)
 
 
 def app() -> Any:
-    return create_app(Settings(api_token=TOKEN), routers=[system.router, routes.router])
+    settings = Settings(api_token=TOKEN, sections={"optimize": {"store": "memory"}})
+    return create_app(settings, routers=[system.router, routes.router])
 
 
 def test_parameters_contract() -> None:
@@ -91,3 +92,63 @@ def test_study_ask_tell_best_pareto() -> None:
         assert len((await r.json())["data"]["trials"]) == 3
 
     run_with_client(app(), scenario)
+
+
+def _persisted_app(settings: Settings) -> Any:
+    return create_app(settings, routers=[system.router, routes.router])
+
+
+def _restart_scenario(settings: Settings) -> None:
+    """Create a study, ask and tell, then 'restart' (a new app on the same store)."""
+    space = {"x": {"type": "real", "low": 0, "high": 1}}
+    base = "/api/v1/optimize/persisted"
+    state: dict[str, Any] = {}
+
+    async def first(client: TestClient) -> None:
+        r = await client.post(base, json={"space": space, "objectives": {"y": "minimize"},
+                                          "seed": 3}, headers=H)  # fmt: skip
+        assert r.status == 201
+        r = await client.post(f"{base}/ask", json={"n": 2}, headers=H)
+        trials = (await r.json())["data"]["trials"]
+        r = await client.post(f"{base}/tell", json={"trialId": trials[0]["id"],
+                              "outcomes": {"y": 0.25}}, headers=H)  # fmt: skip
+        assert r.status == 200
+        state["pending"] = trials[1]["id"]
+
+    async def second(client: TestClient) -> None:
+        r = await client.get(f"{base}/best", headers=H)
+        assert r.status == 200 and (await r.json())["data"]["value"] == 0.25
+        # the trial still pending before the restart can be told now
+        r = await client.post(f"{base}/tell", json={"trialId": state["pending"],
+                              "outcomes": {"y": 0.1}}, headers=H)  # fmt: skip
+        assert r.status == 200
+        r = await client.get(f"{base}/best", headers=H)
+        assert (await r.json())["data"]["value"] == 0.1
+        r = await client.post(base, json={"space": space}, headers=H)
+        assert r.status == 409  # the stored study blocks a duplicate after a restart
+
+    run_with_client(_persisted_app(settings), first)
+    run_with_client(_persisted_app(settings), second)
+
+
+def test_studies_survive_a_restart_in_files(tmp_path: Any) -> None:
+    _restart_scenario(Settings(api_token=TOKEN, data_dir=tmp_path))
+    assert (tmp_path / "optimize" / "studies" / "persisted.json").is_file()
+
+
+def test_studies_survive_a_restart_in_redis(redis_adapter: Any) -> None:
+    settings = Settings(
+        api_token=TOKEN, redis_url=redis_adapter.url, redis_prefix=redis_adapter.prefix,
+        sections={"optimize": {"store": "redis"}},
+    )  # fmt: skip
+    _restart_scenario(settings)
+    assert redis_adapter.exists(redis_adapter.key("optimize", "study", "persisted"))
+
+
+def test_unknown_store_is_a_config_error() -> None:
+    import pytest
+
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"optimize\.store"):
+        routes._make_store(Settings(sections={"optimize": {"store": "s3"}}))

@@ -8,7 +8,13 @@
   ``GET .../pareto``.
 
 Model work runs in a worker thread (``asyncio.to_thread``) under a per-service lock, so the
-event loop keeps answering ``/health`` while a GP is fitted. Studies live in the process.
+event loop keeps answering ``/health`` while a GP is fitted.
+
+Studies persist after every change, so a restarted service resumes them where they were
+(and proposes the same next point). ``[optimize] store`` (``WORKBENCH_OPTIMIZE__STORE``)
+chooses where: ``"file"`` (default: ``<data_dir>/optimize/studies/<name>.json``, written
+atomically), ``"redis"`` (``optimize:study:<name>`` through the Redis adapter) or
+``"memory"`` (nothing survives a restart).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from workbench.api.routing import ApiRequest, ApiRouter, Reply
-from workbench.errors import ConflictError, InputError, NotFoundError
+from workbench.api.routing import SETTINGS_KEY, ApiRequest, ApiRouter, Reply
+from workbench.config import Settings
+from workbench.errors import ConfigError, ConflictError, InputError, NotFoundError
 
 __all__ = ["router"]
 
@@ -94,14 +101,38 @@ class TellBody(_Model):
 
 
 class _Service:
-    """Per-app state: the feedback learner and the named studies."""
+    """Per-app state: the feedback learner, the named studies and where they persist."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
         from workbench.optimize.feedback import FeedbackLearner
 
         self.learner = FeedbackLearner()
         self.studies: dict[str, Any] = {}
         self.lock = asyncio.Lock()
+        self.store = _make_store(settings)
+
+    async def save(self, opt: Any) -> None:
+        if self.store is not None:
+            await asyncio.to_thread(self.store.save, opt)
+
+
+def _make_store(settings: Settings) -> Any:
+    kind = str(settings.section("optimize").get("store", "file")).lower()
+    if kind == "memory":
+        return None
+    if kind == "file":
+        from workbench.optimize.storage import FileStudyStore
+
+        return FileStudyStore(settings.data_dir / "optimize" / "studies")
+    if kind == "redis":
+        from workbench.optimize.storage import RedisStudyStore
+        from workbench.redis_adapter import RedisAdapter
+
+        return RedisStudyStore(RedisAdapter.from_settings(settings))
+    raise ConfigError(
+        f"invalid setting optimize.store={kind!r}: use 'file', 'redis' or 'memory'",
+        details={"key": "optimize.store"},
+    )
 
 
 SERVICE_KEY = web.AppKey("workbench_optimize", _Service)
@@ -112,7 +143,7 @@ def _service(req: ApiRequest) -> _Service:
 
 
 async def _startup(app: web.Application) -> None:
-    app[SERVICE_KEY] = _Service()
+    app[SERVICE_KEY] = _Service(app[SETTINGS_KEY])
 
 
 router.on_startup.append(_startup)
@@ -195,9 +226,16 @@ async def parameters_health(req: ApiRequest) -> dict[str, Any]:
 
 
 # ----- /api/v1/optimize/{study} ---------------------------------------------------------------
-def _study(req: ApiRequest) -> Any:
+async def _study(req: ApiRequest) -> Any:
     name = req.path["study"]
-    opt = _service(req).studies.get(name)
+    svc = _service(req)
+    opt = svc.studies.get(name)
+    if opt is None and svc.store is not None:
+        from workbench.optimize.storage import check_study_name
+
+        check_study_name(name)
+        if await asyncio.to_thread(svc.store.exists, name):
+            opt = svc.studies[name] = await asyncio.to_thread(svc.store.load, name)
     if opt is None:
         raise NotFoundError(f"study {name!r} does not exist; create it with POST "
                             f"/api/v1/optimize/{name}", details={"study": name})  # fmt: skip
@@ -207,46 +245,54 @@ def _study(req: ApiRequest) -> Any:
 @router.post("/optimize/{study}", body=StudyCreate, summary="Create a study")
 async def create_study(req: ApiRequest) -> Reply:
     from workbench.optimize import Optimizer, SearchSpace
+    from workbench.optimize.storage import check_study_name
 
-    name = req.path["study"]
+    name = check_study_name(req.path["study"])
     svc = _service(req)
-    if name in svc.studies:
+    stored = svc.store is not None and await asyncio.to_thread(svc.store.exists, name)
+    if name in svc.studies or stored:
         raise ConflictError(f"study {name!r} already exists", details={"study": name})
     body: StudyCreate = req.body
     space = SearchSpace.from_dict({"params": body.space})
     opt = Optimizer(space, body.objectives, strategy=body.strategy, seed=body.seed,
                     outcome_constraints=body.outcome_constraints, ref_point=body.ref_point,
                     name=name)  # fmt: skip
-    svc.studies[name] = opt
+    async with svc.lock:
+        await svc.save(opt)
+        svc.studies[name] = opt
     return Reply({"study": name, "space": space.to_dict(), "objectives": opt.objectives},
                  status=201, meta={"message": "study created"})  # fmt: skip
 
 
 @router.post("/optimize/{study}/ask", body=AskBody, summary="Suggest configurations")
 async def ask(req: ApiRequest) -> dict[str, Any]:
-    opt = _study(req)
-    async with _service(req).lock:
+    opt = await _study(req)
+    svc = _service(req)
+    async with svc.lock:
         trials = await asyncio.to_thread(opt.ask_batch, req.body.n)
+        await svc.save(opt)  # pending trials survive a restart too
     return {"trials": [t.to_dict() for t in trials], "info": opt.last_info}
 
 
 @router.post("/optimize/{study}/tell", body=TellBody, summary="Report outcomes")
 async def tell(req: ApiRequest) -> dict[str, Any]:
-    opt = _study(req)
+    opt = await _study(req)
+    svc = _service(req)
     body: TellBody = req.body
     if (body.trial_id is None) == (body.params is None):
         raise InputError("give exactly one of trialId and params", details={"field": "trialId"})
     target = body.trial_id if body.trial_id is not None else body.params
-    async with _service(req).lock:
+    async with svc.lock:
         trial = opt.tell(target, body.outcomes, failed=body.failed)
+        await svc.save(opt)
     return {"trial": trial.to_dict()}
 
 
 @router.get("/optimize/{study}/best", summary="Best trial so far")
 async def best(req: ApiRequest) -> dict[str, Any]:
-    return _study(req).best().to_dict()
+    return (await _study(req)).best().to_dict()
 
 
 @router.get("/optimize/{study}/pareto", summary="Pareto front")
 async def pareto(req: ApiRequest) -> dict[str, Any]:
-    return {"trials": [t.to_dict() for t in _study(req).pareto_front()]}
+    return {"trials": [t.to_dict() for t in (await _study(req)).pareto_front()]}

@@ -95,7 +95,7 @@ def load_file(path: str | os.PathLike[str]) -> Optimizer:
     return loads(target.read_bytes())
 
 
-def _check_name(name: str) -> str:
+def check_study_name(name: str) -> str:
     from workbench.errors import InputError
 
     if not name or len(name) > 128 or any(c in name for c in "/\\:*?[] \t\n"):
@@ -113,7 +113,7 @@ class FileStudyStore:
         self.root = Path(root)
 
     def path(self, name: str) -> Path:
-        return self.root / f"{_check_name(name)}.json"
+        return self.root / f"{check_study_name(name)}.json"
 
     def save(self, opt: Optimizer) -> None:
         save_file(opt, self.path(opt.name))
@@ -145,7 +145,7 @@ class RedisStudyStore:
         self.ttl_s = ttl_s
 
     def key(self, name: str) -> str:
-        return self.adapter.key("optimize", "study", _check_name(name))
+        return self.adapter.key("optimize", "study", check_study_name(name))
 
     def save(self, opt: Optimizer) -> None:
         self.adapter.set(self.key(opt.name), dumps(opt), ttl_s=self.ttl_s)
