@@ -224,6 +224,19 @@ class _ModelStrategy:
     mc_samples: int = 128
     num_threads: int | None = 1
 
+    def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
+        """Space-filling points until the model has data, then the strategy's own
+        ``_suggest``; a numerical failure of the model falls back instead of raising."""
+        if self.warmup_left(inp) >= q or len(inp.x) < 2:
+            return self._warmup(inp, q)
+        try:
+            return self._suggest(inp, q)
+        except _NUMERICAL_ERRORS() as exc:
+            return self._fallback(inp, q, exc)
+
+    def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
+        raise NotImplementedError
+
     def warmup_left(self, inp: StrategyInput) -> int:
         n_init = self.n_init if self.n_init is not None else _n_init(inp.space)
         return max(0, n_init - len(inp.x) - len(inp.pending))
@@ -286,14 +299,6 @@ class QLogNEI(_ModelStrategy):
     """qLogNoisyExpectedImprovement with warm-started GP fits (the default strategy)."""
 
     name: str = "qlognei"
-
-    def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
-        if self.warmup_left(inp) >= q or len(inp.x) < 2:
-            return self._warmup(inp, q)
-        try:
-            return self._suggest(inp, q)
-        except _NUMERICAL_ERRORS() as exc:
-            return self._fallback(inp, q, exc)
 
     def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
@@ -365,14 +370,6 @@ class ThompsonSampling(_ModelStrategy):
     pool_sobol: int = 1024
     pool_local: int = 512
 
-    def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
-        if self.warmup_left(inp) >= q or len(inp.x) < 2:
-            return self._warmup(inp, q)
-        try:
-            return self._suggest(inp, q)
-        except _NUMERICAL_ERRORS() as exc:
-            return self._fallback(inp, q, exc)
-
     def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         from botorch.sampling.pathwise import draw_matheron_paths
 
@@ -440,12 +437,7 @@ class QLogNEHVI(_ModelStrategy):
     def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         if inp.n_objectives < 2:
             raise InputError("qlognehvi needs at least two objectives; use qlognei")
-        if self.warmup_left(inp) >= q or len(inp.x) < 2:
-            return self._warmup(inp, q)
-        try:
-            return self._suggest(inp, q)
-        except _NUMERICAL_ERRORS() as exc:
-            return self._fallback(inp, q, exc)
+        return super().suggest(inp, q)
 
     def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         from botorch.acquisition.multi_objective.logei import (
