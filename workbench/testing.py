@@ -3,20 +3,26 @@
 - :func:`throwaway_redis`: start a private ``redis-server`` on a free loopback port.
 - :func:`redis_answers` / :func:`postgres_answers`: whether a server answers at a URL.
 - :func:`nvml_available`: whether NVML (a real NVIDIA driver) is usable here.
+- :func:`kill_then_bounded`: run a teardown after killing the process it waits on, bounded in
+  time (the notebook suite wraps nbval's kernel stop with it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "free_port",
+    "kill_then_bounded",
     "nvml_available",
     "postgres_answers",
     "redis_answers",
@@ -113,3 +119,39 @@ def throwaway_redis(
             proc.kill()
             proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def kill_then_bounded(pid: int | None, teardown: Callable[[], object], timeout_s: float) -> bool:
+    """SIGKILL the process ``pid`` (its own process group if it leads one), then run ``teardown``.
+
+    ``teardown`` runs on a daemon thread and is given ``timeout_s``; the call never blocks
+    longer. Killing first means a teardown that waits on the process (a shutdown handshake, a
+    heartbeat thread) has nothing left to wait for. Our own process group is never signalled.
+
+    Returns:
+        True when ``teardown`` returned in time (its exceptions are re-raised), False when it
+        was still running at the deadline and was left on its daemon thread.
+    """
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group == pid and group != os.getpgrp():
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            teardown()
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="bounded-teardown", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        return False
+    if failure:
+        raise failure[0]
+    return True
