@@ -258,6 +258,24 @@ def test_same_seed_same_suggestions() -> None:
     assert runs[0] == runs[1]
 
 
+def test_qlognei_baseline_is_capped() -> None:
+    # Pure noise: every observed point may be the best, so BoTorch's own pruning keeps most of
+    # them; the strategy keeps the max_baseline most probable, which bounds each call's cost.
+    rng = np.random.default_rng(3)
+    caps = {}
+    for cap in (4, 1000):
+        opt = Optimizer({"a": Real(0, 1), "b": Real(0, 1)}, objectives={"y": "maximize"},
+                        strategy=QLogNEI(max_baseline=cap), seed=1)  # fmt: skip
+        for _ in range(24):
+            t = opt.ask()
+            opt.tell(t, {"y": float(rng.normal())})
+        opt.ask()
+        assert opt.last_info["phase"] == "model"
+        caps[cap] = opt.last_info["baseline"]
+    assert 1 <= caps[4] <= 4
+    assert caps[1000] > 4
+
+
 def test_unknown_strategy_and_direction() -> None:
     with pytest.raises(InputError, match="known"):
         contract_optimizer("nope")
