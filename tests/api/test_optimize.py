@@ -152,3 +152,62 @@ def test_unknown_store_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"optimize\.store"):
         routes._make_store(Settings(sections={"optimize": {"store": "s3"}}))
+
+
+def _parameters_restart_scenario(settings: Settings) -> None:
+    """Feedback, then a 'restart': what was learnt is still there, under the study routes too."""
+    execs = [
+        {"taskType": "data_analysis", "parameters": {"temperature": 0.2 + 0.1 * i},
+         "latencyMs": 500, "success": True, "quality": 0.6 + 0.05 * i, "cost": 0.0}
+        for i in range(4)
+    ]  # fmt: skip
+    seen: dict[str, Any] = {}
+
+    async def first(client: TestClient) -> None:
+        r = await client.post("/api/v1/parameters/feedback", json={"executions": execs},
+                              headers=H)  # fmt: skip
+        assert r.status == 200, await r.text()
+        r = await client.post("/api/v1/parameters", json={"taskType": "data_analysis"},
+                              headers=H)  # fmt: skip
+        seen["suggestion"] = await r.json()
+        r = await client.post("/api/v1/optimize/parameters-mine",
+                              json={"space": {"x": {"type": "real", "low": 0, "high": 1}}},
+                              headers=H)  # fmt: skip
+        body = await r.json()
+        assert r.status == 400, body
+        assert body["error"]["code"] == "VALIDATION_ERROR" and "parameters-" in str(body)
+        r = await client.post("/api/v1/parameters/feedback",
+                              json={"executions": [{**execs[0], "taskType": "a b"}]},
+                              headers=H)  # fmt: skip
+        assert r.status == 400 and "taskType" in await r.text()
+
+    async def second(client: TestClient) -> None:
+        r = await client.get("/api/v1/parameters/analytics", headers=H)
+        task = (await r.json())["taskTypes"]["data_analysis"]
+        assert task["observations"] == 4 and task["bestScore"] is not None
+        r = await client.get("/api/v1/optimize/parameters-data_analysis/best", headers=H)
+        assert r.status == 200 and (await r.json())["data"]["value"] == task["bestScore"]
+        r = await client.get("/api/v1/optimize/parameters-unseen/best", headers=H)
+        assert r.status == 404
+        r = await client.post("/api/v1/parameters", json={"taskType": "data_analysis"},
+                              headers=H)  # fmt: skip
+        again = await r.json()
+        assert "Bayesian" in again["reasoning"][0]
+        keys = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty")
+        assert {k: again[k] for k in keys} == {k: seen["suggestion"][k] for k in keys}
+
+    run_with_client(_persisted_app(settings), first)
+    run_with_client(_persisted_app(settings), second)
+
+
+def test_parameter_learning_survives_a_restart_in_files(tmp_path: Any) -> None:
+    _parameters_restart_scenario(Settings(api_token=TOKEN, data_dir=tmp_path))
+    assert (tmp_path / "optimize" / "studies" / "parameters-data_analysis.json").is_file()
+
+
+def test_parameter_learning_survives_a_restart_in_redis(redis_adapter: Any) -> None:
+    settings = Settings(
+        api_token=TOKEN, redis_url=redis_adapter.url, redis_prefix=redis_adapter.prefix,
+        sections={"optimize": {"store": "redis"}},
+    )  # fmt: skip
+    _parameters_restart_scenario(settings)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.errors import InputError
+from workbench.errors import CapacityError, InputError
 from workbench.optimize.feedback import FeedbackLearner, convergence_report
 from workbench.optimize.profiles import get_task_parameters, llm_space, profile_params
+from workbench.optimize.storage import FileStudyStore, RedisStudyStore
 
 
 def test_profiles_and_adjustment_order() -> None:
@@ -61,6 +64,54 @@ def test_observe_updates_per_task_optimizers() -> None:
     assert report.status in ("exploring", "converging", "converged")
     with pytest.raises(InputError, match="column"):
         learner.observe(df.drop(columns=["quality"]))
+
+
+def _learning_survives_a_restart(store: Any) -> None:
+    first = FeedbackLearner(seed=0, store=store)
+    first.observe(simulated_records(12, np.random.default_rng(1)))
+    first.observe([{"task_type": "code_generation", "parameters": {"temperature": 0.2},
+                    "latency_ms": 900, "success": True, "quality": 0.8, "cost": 0.0}])  # fmt: skip
+    again = FeedbackLearner(seed=0, store=store)
+    assert set(again.optimizers) == {"reasoning", "code_generation"}
+    for task in again.optimizers:
+        before, after = first.optimizer(task), again.optimizer(task)
+        assert [t.params for t in after.trials] == [t.params for t in before.trials]
+        assert after.best().value == before.best().value
+    assert again.suggest("reasoning") == first.suggest("reasoning")
+
+
+def test_learning_survives_a_restart_in_files(tmp_path: Any) -> None:
+    _learning_survives_a_restart(FileStudyStore(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "parameters-code_generation.json", "parameters-reasoning.json"]  # fmt: skip
+
+
+@pytest.mark.redis
+def test_learning_survives_a_restart_in_redis(redis_adapter: Any) -> None:
+    _learning_survives_a_restart(RedisStudyStore(redis_adapter))
+
+
+def test_a_bad_batch_is_refused_whole(tmp_path: Any) -> None:
+    store = FileStudyStore(tmp_path)
+    learner = FeedbackLearner(seed=0, store=store, max_task_types=2)
+    good = simulated_records(3, np.random.default_rng(2)).to_dict("records")
+    bad_rows = [
+        ({"task_type": "has space"}, "task_type"),
+        ({"parameters": {"temperature": "hot"}}, "parameters.temperature"),
+        ({"parameters": {"temperature": float("nan")}}, "parameters.temperature"),
+        ({"latency_ms": "slow"}, "quality"),
+        ({"parameters": [0.3]}, "parameters"),
+    ]
+    for change, field in bad_rows:
+        with pytest.raises(InputError) as info:
+            learner.observe([*good, {**good[0], **change}])
+        assert info.value.details["field"] == field
+    with pytest.raises(CapacityError, match="max_task_types=2"):
+        learner.observe([{**g, "task_type": t} for g, t in zip(good, "abc", strict=True)])
+    assert learner.optimizers == {} and list(tmp_path.iterdir()) == []  # nothing half-told
+    assert learner.observe(good) == {"reasoning": 3}
+    with pytest.raises(InputError, match="task_type"):
+        learner.suggest("no/slashes")
 
 
 def test_convergence_report_on_a_converged_study() -> None:

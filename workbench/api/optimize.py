@@ -10,8 +10,10 @@
 Model work runs in a worker thread (``asyncio.to_thread``) under a per-service lock, so the
 event loop keeps answering ``/health`` while a GP is fitted.
 
-Studies persist after every change, so a restarted service resumes them where they were
-(and proposes the same next point). ``[optimize] store`` (``WORKBENCH_OPTIMIZE__STORE``)
+Studies persist after every change, and so does what ``/api/v1/parameters/feedback`` learnt
+(each task type is the study ``parameters-<task_type>``, readable through the study routes;
+that prefix is reserved), so a restarted service resumes them where they were (and proposes
+the same next point). ``[optimize] store`` (``WORKBENCH_OPTIMIZE__STORE``)
 chooses where: ``"file"`` (default: ``<data_dir>/optimize/studies/<name>.json``, written
 atomically), ``"redis"`` (``optimize:study:<name>`` through the Redis adapter) or
 ``"memory"`` (nothing survives a restart).
@@ -30,6 +32,7 @@ from pydantic.alias_generators import to_camel
 from workbench.api.routing import SETTINGS_KEY, ApiRequest, ApiRouter, Reply
 from workbench.config import Settings
 from workbench.errors import ConfigError, ConflictError, InputError, NotFoundError
+from workbench.optimize.feedback import STUDY_PREFIX, TASK_TYPE_PATTERN
 
 __all__ = ["router"]
 
@@ -60,7 +63,7 @@ class ParameterRequest(_Model):
     id: str | None = None
     model: str | None = None
     prompt: str = ""
-    task_type: str = "casual_chat"
+    task_type: str = Field(default="casual_chat", pattern=TASK_TYPE_PATTERN)
     context: dict[str, Any] | None = None
     user_preferences: UserPreferences = Field(default_factory=UserPreferences)
     constraints: ParameterConstraints = Field(default_factory=ParameterConstraints)
@@ -68,7 +71,7 @@ class ParameterRequest(_Model):
 
 
 class Feedback(_Model):
-    task_type: str
+    task_type: str = Field(pattern=TASK_TYPE_PATTERN)
     parameters: dict[str, Any]
     latency_ms: float = Field(ge=0)
     success: bool = True
@@ -106,10 +109,11 @@ class _Service:
     def __init__(self, settings: Settings) -> None:
         from workbench.optimize.feedback import FeedbackLearner
 
-        self.learner = FeedbackLearner()
         self.studies: dict[str, Any] = {}
         self.lock = asyncio.Lock()
         self.store = _make_store(settings)
+        # The per-task learners live in the same store, as parameters-<task_type> studies.
+        self.learner = FeedbackLearner(store=self.store)
 
     async def save(self, opt: Any) -> None:
         if self.store is not None:
@@ -229,6 +233,16 @@ async def parameters_health(req: ApiRequest) -> dict[str, Any]:
 async def _study(req: ApiRequest) -> Any:
     name = req.path["study"]
     svc = _service(req)
+    if name.startswith(STUDY_PREFIX):
+        # One object per study: the learner's own optimizer, never a second copy from the store.
+        task = name[len(STUDY_PREFIX) :]
+        opt = svc.learner.optimizers.get(task)
+        if opt is None:
+            raise NotFoundError(
+                f"study {name!r} does not exist: no feedback for task type {task!r} yet",
+                details={"study": name},
+            )
+        return opt
     opt = svc.studies.get(name)
     if opt is None and svc.store is not None:
         from workbench.optimize.storage import check_study_name
@@ -248,6 +262,10 @@ async def create_study(req: ApiRequest) -> Reply:
     from workbench.optimize.storage import check_study_name
 
     name = check_study_name(req.path["study"])
+    if name.startswith(STUDY_PREFIX):
+        raise InputError(f"study names starting with {STUDY_PREFIX!r} are the per-task studies "
+                         "of /api/v1/parameters; choose another name",
+                         details={"field": "study"})  # fmt: skip
     svc = _service(req)
     stored = svc.store is not None and await asyncio.to_thread(svc.store.exists, name)
     if name in svc.studies or stored:

@@ -12,6 +12,13 @@ makes a failed-fast call look as good as a slow perfect one; an additive score k
 trade-off explicit and tunable). Failed executions are told as failed trials. A task with no
 observation yet gets its rule-based profile (the cold start).
 
+Given a study store (:class:`~workbench.optimize.storage.FileStudyStore` or
+:class:`~workbench.optimize.storage.RedisStudyStore`), the learner loads every stored
+``parameters-<task_type>`` study when it is created and saves each task it touched after every
+:meth:`FeedbackLearner.observe`, so what it learnt survives a restart. Task types are names
+(letters, digits, ``_ . -``, at most 64) and there are at most ``max_task_types`` of them: each
+holds a model, and a client must not be able to grow the service without bound.
+
 :func:`convergence_report` summarises a single-objective study: the expected improvement
 left (the maximum of analytic EI over a candidate pool), the posterior of the best observed
 point, and a stopping recommendation.
@@ -20,13 +27,14 @@ point, and a stopping recommendation.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from workbench.errors import InputError, NotFoundError
+from workbench.errors import CapacityError, InputError, NotFoundError
 from workbench.optimize.optimizer import Optimizer
 from workbench.optimize.profiles import llm_space, profile_params
 from workbench.optimize.space import Int, Real
@@ -38,6 +46,9 @@ _ALIASES = {
     "frequencyPenalty": "frequency_penalty",
 }  # fmt: skip
 _REQUIRED = ("task_type", "parameters", "latency_ms", "success", "quality", "cost")
+STUDY_PREFIX = "parameters-"
+TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+_TASK_TYPE = re.compile(TASK_TYPE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,9 @@ class FeedbackLearner:
         strategy: Strategy of the per-task optimizers; ``"default"`` is qLogNEI after 5 Sobol
             points (the rule-based profile is the first observation, so a short space-filling
             warm-up suffices).
+        store: Where the per-task studies persist (``None``: in memory only). Stored studies
+            are loaded now; a study that cannot be read raises, rather than being dropped.
+        max_task_types: Most task types held at once.
     """
 
     def __init__(
@@ -134,16 +148,45 @@ class FeedbackLearner:
         latency_weight: float = 0.05,
         cost_weight: float = 1.0,
         strategy: str = "default",
+        store: Any = None,
+        max_task_types: int = 256,
     ) -> None:
         self.seed = seed
         self.latency_weight = float(latency_weight)
         self.cost_weight = float(cost_weight)
         self.strategy = strategy
+        self.store = store
+        self.max_task_types = int(max_task_types)
         self.optimizers: dict[str, Optimizer] = {}
+        if store is not None:
+            for name in store.names():
+                if name.startswith(STUDY_PREFIX):
+                    self.optimizers[name[len(STUDY_PREFIX) :]] = store.load(name)
+
+    @staticmethod
+    def check_task_type(task_type: str) -> str:
+        if not isinstance(task_type, str) or not _TASK_TYPE.match(task_type):
+            raise InputError(
+                f"task_type {task_type!r} must be 1-64 letters, digits, '_', '.' or '-'",
+                details={"field": "task_type"},
+            )
+        return task_type
 
     def optimizer(self, task_type: str) -> Optimizer:
-        """The task's optimizer (created on first use)."""
+        """The task's optimizer (created on first use).
+
+        Raises:
+            InputError: ``task_type`` is not a valid name.
+            CapacityError: ``max_task_types`` task types are held already.
+        """
         if task_type not in self.optimizers:
+            self.check_task_type(task_type)
+            if len(self.optimizers) >= self.max_task_types:
+                raise CapacityError(
+                    f"the learner already holds {len(self.optimizers)} task types "
+                    f"(max_task_types={self.max_task_types}); reuse an existing task type",
+                    details={"field": "task_type"},
+                )
             strategy: Any = self.strategy
             if strategy == "default":
                 from workbench.optimize.strategies import QLogNEI
@@ -154,7 +197,7 @@ class FeedbackLearner:
                 {"score": "maximize"},
                 strategy=strategy,
                 seed=self.seed,
-                name=f"parameters-{task_type}",
+                name=f"{STUDY_PREFIX}{task_type}",
             )
         return self.optimizers[task_type]
 
@@ -170,7 +213,14 @@ class FeedbackLearner:
             if p is None or v is None:
                 continue  # parameters outside the searched space (prompts, stop words)
             if isinstance(p, (Real, Int)):
-                value = min(max(float(v), p.low), p.high)
+                try:
+                    value = float(v)
+                except (TypeError, ValueError):
+                    value = math.nan
+                if not math.isfinite(value):
+                    raise InputError(f"parameter {k!r}={v!r} must be a finite number",
+                                     details={"field": f"parameters.{k}"})  # fmt: skip
+                value = min(max(value, p.low), p.high)
                 out[key] = round(value) if isinstance(p, Int) else value
         return out
 
@@ -185,6 +235,11 @@ class FeedbackLearner:
 
         Returns:
             Task type -> number of records told.
+
+        Raises:
+            InputError: a record lacks a column or holds a bad value (its index and field are
+                named); nothing of the batch is told then.
+            CapacityError: the batch would exceed ``max_task_types``.
         """
         rows: Iterable[Mapping[str, Any]]
         if hasattr(records, "to_dict") and hasattr(records, "columns"):
@@ -195,23 +250,50 @@ class FeedbackLearner:
             rows = records.to_dict("records")
         else:
             rows = list(records)
-        counts: dict[str, int] = {}
+        # Validate and convert the whole batch first: a bad record leaves nothing half-told.
+        prepared: list[tuple[str, dict[str, Any], float | None]] = []
         for i, row in enumerate(rows):
             missing = [c for c in _REQUIRED if c not in row]
             if missing:
                 raise InputError(f"record {i} lacks {missing}", details={"field": missing[0]})
-            task = str(row["task_type"])
-            params = self._params(task, dict(row["parameters"] or {}))
-            opt = self.optimizer(task)
+            task = self.check_task_type(row["task_type"])
+            raw = row["parameters"] or {}
+            if not isinstance(raw, Mapping):
+                raise InputError(f"record {i}: parameters must be a mapping, not {raw!r}",
+                                 details={"field": "parameters"})  # fmt: skip
             quality = row["quality"]
             ok = bool(row["success"]) and quality is not None and not (
                 isinstance(quality, float) and math.isnan(quality))  # fmt: skip
+            value = None
             if ok:
-                value = self.score(float(quality), float(row["latency_ms"]), float(row["cost"]))
+                try:
+                    value = self.score(float(quality), float(row["latency_ms"]),
+                                       float(row["cost"]))  # fmt: skip
+                except (TypeError, ValueError) as exc:
+                    raise InputError(f"record {i}: quality, latency_ms and cost must be numbers",
+                                     details={"field": "quality"}) from exc  # fmt: skip
+                if not math.isfinite(value):
+                    raise InputError(f"record {i}: quality, latency_ms and cost must be finite",
+                                     details={"field": "quality"})  # fmt: skip
+            prepared.append((task, self._params(task, dict(raw)), value))
+        new_tasks = {task for task, _, _ in prepared if task not in self.optimizers}
+        if len(self.optimizers) + len(new_tasks) > self.max_task_types:
+            raise CapacityError(
+                f"the batch adds {len(new_tasks)} task types to the {len(self.optimizers)} held "
+                f"(max_task_types={self.max_task_types})",
+                details={"field": "task_type"},
+            )
+        counts: dict[str, int] = {}
+        for task, params, value in prepared:
+            opt = self.optimizer(task)
+            if value is not None:
                 opt.tell(params, {"score": value})
             else:
                 opt.tell(params, failed=True)
             counts[task] = counts.get(task, 0) + 1
+        if self.store is not None:
+            for task in counts:
+                self.store.save(self.optimizers[task])
         return counts
 
     def suggest(self, task_type: str) -> dict[str, Any]:
