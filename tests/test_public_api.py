@@ -13,6 +13,7 @@ PUBLIC = {
         "WorkbenchError", "WorkbenchWarning", "__version__", "load_settings",
     ],
     "workbench.analytics": [],
+    "workbench.breaker": ["Breaker", "BreakerOpen", "BreakerSet", "TimeLimiter"],
     "workbench.cache": [],
     "workbench.router": [],
 }  # fmt: skip
