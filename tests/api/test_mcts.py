@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.api.conftest import bearer, run_with_client
 from workbench.api.app import create_app
+from workbench.api.mcts import MCTS_SERVICE_KEY
 from workbench.config import Settings
 
 ADMIN = "admin-token-456"
@@ -53,7 +54,13 @@ def test_orchestrate_feedback_visualization_models() -> None:
         report = (await (await client.get("/api/v1/ab-mcts/report")).json())["data"]
         assert report["summary"]["totalFeedbacks"] == 1
         health = (await (await client.get("/api/v1/ab-mcts/health")).json())["data"]
-        assert health["status"] in {"healthy", "degraded"}
+        assert health["circuitBreaker"] == "CLOSED"
+        assert health["status"] == ("healthy" if health["successRate"] > 0.5 else "degraded")
+        orchestrator = client.app[MCTS_SERVICE_KEY]["service"].orchestrator
+        orchestrator.breakers.get("coder").open()
+        health = (await (await client.get("/api/v1/ab-mcts/health")).json())["data"]
+        assert health["status"] == "degraded" and health["circuitBreaker"] == "OPEN"
+        assert health["circuitBreakers"]["coder"] == "OPEN"
 
     run_with_client(_app(), scenario)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,3 +177,70 @@ def test_cancel_and_metrics() -> None:
     text = metrics.render().decode()
     assert "workbench_mcts_orchestrations_total" in text
     assert "workbench_mcts_searches_total" in text
+
+
+def test_open_breaker_falls_back_to_the_next_best_agent() -> None:
+    opts = OrchestrationOptions(iterations=200, seed=4)
+    calls: list[str] = []
+
+    def run(agent: str, ctx: object) -> AgentOutcome:
+        calls.append(agent)
+        return AgentOutcome(1.0, 100.0, 10.0)
+
+    orc = Orchestrator()
+    plan = orc.orchestrate({}, AGENTS, run, options=replace(opts, execute=False))
+    assert calls == [] and plan.executed_agent is None
+    orc.breakers.get(plan.best_action).open()
+    r = orc.orchestrate({}, AGENTS, run, options=opts)  # same seed: the same search
+    assert r.best_action == plan.best_action
+    assert r.skipped_agents == (plan.best_action,)
+    assert r.executed_agent == calls[0] != plan.best_action
+    assert r.to_dict()["executedAgent"] == r.executed_agent
+    # the executed agent's model learnt, the skipped one's did not
+    assert orc.registry.get(r.executed_agent).success.alpha == 2.0
+    assert orc.registry.get(plan.best_action).success.alpha == 1.0
+    assert orc.statistics()["circuitBreakerState"] == "OPEN"
+    assert any("Circuit breakers open" in s for s in orc.recommendations())
+    fb = orc.feedback(r.orchestration_id, 5)
+    assert fb["agent"] == r.executed_agent
+
+
+def test_failing_agents_trip_their_breakers_until_nothing_runs() -> None:
+    calls: list[str] = []
+
+    def down(agent: str, ctx: object) -> AgentOutcome:
+        calls.append(agent)
+        raise RuntimeError("agent down")
+
+    orc = Orchestrator()
+    opts = OrchestrationOptions(iterations=50, seed=1)
+    for _ in range(6):  # 3 failures open each of the 2 breakers
+        orc.orchestrate({}, ["a", "b"], down, options=opts)
+    assert Counter(calls) == {"a": 3, "b": 3}
+    r = orc.orchestrate({}, ["a", "b"], down, options=opts)
+    assert len(calls) == 6  # nothing was called
+    assert r.outcome is None and r.executed_agent is None
+    assert set(r.skipped_agents) == {"a", "b"}
+    assert orc.statistics()["circuitBreakers"] == {"a": "OPEN", "b": "OPEN"}
+
+
+def test_agent_time_limit() -> None:
+    release = threading.Event()
+
+    def hangs(agent: str, ctx: object) -> AgentOutcome:
+        release.wait()
+        return AgentOutcome(1.0, 1.0)
+
+    orc = Orchestrator()
+    try:
+        opts = OrchestrationOptions(iterations=50, seed=0, agent_timeout_s=0.05)
+        t0 = time.perf_counter()
+        r = orc.orchestrate({}, ["a", "b"], hangs, options=opts)
+        assert time.perf_counter() - t0 < 5
+        assert r.outcome is not None and r.outcome.success == 0
+        assert "no result within 0.05 s" in (r.outcome.error or "")
+        assert orc.breakers.get(r.executed_agent or "").failures == 1
+    finally:
+        release.set()
+    with pytest.raises(InputError, match="agent_timeout_s"):
+        OrchestrationOptions(agent_timeout_s=0)

@@ -479,9 +479,12 @@ async def reset_route(req: ApiRequest) -> Any:
 async def health_route(req: ApiRequest) -> Any:
     stats = service(req).orchestrator.statistics()
     rate = stats["successRate"]
+    breaker = stats["circuitBreakerState"]
+    ok = (rate is None or rate > 0.5) and breaker != "OPEN"
     return {
-        "status": "healthy" if rate is None or rate > 0.5 else "degraded",
-        "circuitBreaker": None,  # no breaker: searches run in-process
+        "status": "healthy" if ok else "degraded",
+        "circuitBreaker": breaker,  # the worst of the per-agent breakers
+        "circuitBreakers": stats["circuitBreakers"],
         "successRate": rate,
         "activeSearches": 0,
         "timestamp": _now(),

@@ -10,6 +10,14 @@ path's first agent is then run through the caller's *executor* (a real agent, or
 agent's models, which persist across searches (and to files or Redis through
 :mod:`workbench.mcts.storage`). :meth:`Orchestrator.feedback` turns a user rating (1..5) or
 reward components into another observation.
+
+Executing an agent is guarded as the platform expects of a production orchestrator: each call
+has a time limit (``agent_timeout_s``, with bounded concurrency) and each agent its own
+circuit breaker (:mod:`workbench.breaker`: 3 consecutive errors or time-outs open it, a probe
+after ``breaker_reset_s``, 2 successes close it). An agent whose breaker is open is not called;
+the next-best first agent of the search runs instead (the fallback), and when every candidate
+is open nothing runs and the result says why. Only errors and time-outs trip a breaker: an
+unsuccessful answer is an observation for the models, not an outage.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from workbench import metrics
+from workbench.breaker import BreakerOpen, BreakerSet, TimeLimiter
 from workbench.errors import BackendUnavailable, InputError, NotFoundError
 from workbench.mcts import _kernels
 from workbench.mcts._random import rng_seed
@@ -77,6 +86,9 @@ class OrchestrationOptions:
         execute: Run the best agent through the executor.
         learn: Update the agent's models with the executed outcome.
         target_time_ms: Latency at which an executed outcome's speed term reaches 0.
+        agent_timeout_s: Time limit of one agent call (``None``: none, and the executor runs in
+            the caller's thread); a call past it is a failed outcome and counts for the
+            agent's breaker.
         max_iterations: Largest ``iterations`` accepted.
     """
 
@@ -93,6 +105,7 @@ class OrchestrationOptions:
     execute: bool = True
     learn: bool = True
     target_time_ms: float = 5000.0
+    agent_timeout_s: float | None = 30.0
     max_iterations: int = MAX_ITERATIONS
 
     def __post_init__(self) -> None:
@@ -111,6 +124,11 @@ class OrchestrationOptions:
             raise InputError("exploration >= 0, budget > 0 and time_limit_s > 0 are required")
         if not (self.prior_alpha > 0 and self.prior_beta > 0):
             raise InputError("prior_alpha and prior_beta: must be positive")
+        if self.agent_timeout_s is not None and not self.agent_timeout_s > 0:
+            raise InputError(
+                f"agent_timeout_s: must be > 0 or None, got {self.agent_timeout_s}",
+                details={"field": "agent_timeout_s"},
+            )
 
 
 @dataclass(frozen=True)
@@ -203,6 +221,9 @@ class OrchestrationResult:
         outcome: What the executed agent produced (``None`` if not executed).
         reward: Reward of that outcome.
         total_time_s: Wall time of search plus execution.
+        executed_agent: The agent that ran: ``best_action``, or the next-best candidate when
+            the breakers of those before it were open (``None`` if nothing ran).
+        skipped_agents: Candidates not called because their breaker was open, in order.
     """
 
     orchestration_id: str
@@ -217,6 +238,8 @@ class OrchestrationResult:
     outcome: AgentOutcome | None
     reward: float | None
     total_time_s: float
+    executed_agent: str | None = None
+    skipped_agents: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = self.outcome
@@ -242,6 +265,8 @@ class OrchestrationResult:
             },
             "reward": self.reward,
             "totalTime": self.total_time_s * 1000.0,
+            "executedAgent": self.executed_agent,
+            "skippedAgents": list(self.skipped_agents),
         }
 
 
@@ -280,6 +305,10 @@ class Orchestrator:
         store: Where results are also saved (``save_result`` / ``load_result``, e.g. a
             :class:`~workbench.mcts.storage.RedisStore` under ``ab-mcts:result:<id>``), so
             feedback finds an orchestration after it left memory or in another process.
+        breakers: Per-agent circuit breakers (default: 3 failures open, 30 s cool-down,
+            2 successes close, as the platform's orchestrator).
+        max_agent_calls: Agent calls under a time limit that may run at once (a call past its
+            limit keeps its slot until it returns; see :class:`~workbench.breaker.TimeLimiter`).
     """
 
     def __init__(
@@ -289,9 +318,14 @@ class Orchestrator:
         max_records: int = 1000,
         max_trees: int = 64,
         store: ResultStore | None = None,
+        breakers: BreakerSet | None = None,
+        max_agent_calls: int = 8,
     ) -> None:
         self.registry = registry if registry is not None else ModelRegistry()
         self.store = store
+        self.breakers = breakers if breakers is not None else BreakerSet(
+            failures=3, reset_s=30.0, successes=2)  # fmt: skip
+        self.limiter = TimeLimiter(max_agent_calls)
         self.max_records = max_records
         self.max_trees = max_trees
         self._records: OrderedDict[str, _Record] = OrderedDict()
@@ -371,24 +405,37 @@ class Orchestrator:
         confidence = best[-1].average_reward if best else 0.0
         outcome: AgentOutcome | None = None
         reward: float | None = None
+        executed: str | None = None
+        skipped: list[str] = []
         if opts.execute and best:
             run = executor if executor is not None else ModelExecutor(self.registry, seed=seed)
-            try:
-                outcome = run(best_action, context)
-            except Exception as exc:  # an agent failure is an observation, not a crash
-                logger.warning("agent %s failed: %s", best_action, exc)
-                outcome = AgentOutcome(
-                    0.0, (time.perf_counter() - t0) * 1000.0, 0.0, None, str(exc)
-                )
-            reward = outcome_reward(outcome, opts.target_time_ms)
-            if opts.learn:
-                self.registry.update(
-                    best_action,
-                    task_type,
-                    min(max(float(outcome.success), 0.0), 1.0),
-                    outcome.latency_ms,
-                    outcome.tokens,
-                )
+            # predictions from the models never block: no thread hop for them
+            limit = None if isinstance(run, ModelExecutor) else opts.agent_timeout_s
+            for agent in self._candidates(tree, best_action):
+                t_call = time.perf_counter()
+                try:
+                    outcome = self.breakers.get(agent).call(
+                        self.limiter.call, run, limit, agent, context)  # fmt: skip
+                except BreakerOpen:
+                    skipped.append(agent)
+                    continue
+                except Exception as exc:  # an agent failure is an observation, not a crash
+                    logger.warning("agent %s failed: %s", agent, exc)
+                    outcome = AgentOutcome(
+                        0.0, (time.perf_counter() - t_call) * 1000.0, 0.0, None, str(exc)
+                    )
+                executed = agent
+                break
+            if outcome is not None and executed is not None:
+                reward = outcome_reward(outcome, opts.target_time_ms)
+                if opts.learn:
+                    self.registry.update(
+                        executed,
+                        task_type,
+                        min(max(float(outcome.success), 0.0), 1.0),
+                        outcome.latency_ms,
+                        outcome.tokens,
+                    )
         self.total += 1
         self.successful += int(outcome is not None and outcome.success >= 0.5)
         _ORCHESTRATIONS.labels("executed" if outcome is not None else "planned").inc()
@@ -407,6 +454,8 @@ class Orchestrator:
             outcome=outcome,
             reward=reward,
             total_time_s=time.perf_counter() - t0,
+            executed_agent=executed,
+            skipped_agents=tuple(skipped),
         )
         self._remember(oid, _Record(result, tree))
         if self.store is not None:
@@ -416,6 +465,7 @@ class Orchestrator:
                 "taskType": task_type,
                 "confidence": confidence,
                 "executionPath": [s.agent for s in best],
+                "executedAgent": executed,
                 "searchMetrics": result.search_metrics,
                 "recommendations": list(result.recommendations),
                 "timestamp": time.time(),
@@ -425,6 +475,14 @@ class Orchestrator:
             except BackendUnavailable as exc:  # the answer matters more than its copy
                 logger.warning("orchestration %s not saved: %s", oid, exc)
         return result
+
+    def _candidates(self, tree: Tree, best_action: str) -> list[str]:
+        """Agents to try, in order: the best action, then the other first agents the search
+        visited (best mean reward first), then the agents it never tried at the root."""
+        kids = [self._step(tree, c) for c in tree.children(0) if tree.ints[I_VISITS, c] > 0]
+        kids.sort(key=lambda s: (-s.average_reward, s.node_id))
+        order = [best_action] + [s.agent for s in kids if s.agent != best_action]
+        return order + [a for a in tree.actions if a not in order]
 
     def _step(self, tree: Tree, node: int) -> PathStep:
         n = int(tree.ints[I_VISITS, node])
@@ -562,7 +620,7 @@ class Orchestrator:
         rec = self._records.get(orchestration_id)
         if rec is None:
             saved = self._saved(orchestration_id)
-            agent = str(saved["bestAction"])
+            agent = str(saved.get("executedAgent") or saved["bestAction"])
             if agent != "fallback":
                 self.registry.update(agent, str(saved["taskType"]), 1.0 if value > 0.5 else 0.0)
 
@@ -574,7 +632,7 @@ class Orchestrator:
                 **entry,
             }
         result = rec.result
-        agent = result.best_action
+        agent = result.executed_agent or result.best_action
         if agent != "fallback":
             self.registry.update(agent, result.task_type, 1.0 if value > 0.5 else 0.0)
         if rec.tree is not None and result.best_path:
@@ -662,6 +720,8 @@ class Orchestrator:
             "averageSearchTime": self.search_time_s / self.total * 1000.0 if self.total else None,
             "cachedResults": len(self._records),
             "activeSearches": 0,
+            "circuitBreakerState": self.breakers.worst(),
+            "circuitBreakers": self.breakers.states(),
         }
 
     def recommendations(self, task_type: str = "general") -> list[str]:
@@ -669,6 +729,9 @@ class Orchestrator:
         rate = self.successful / self.total if self.total else None
         if rate is not None and rate < 0.8:
             out.append("Success rate is below 80%: increase exploration or iterations")
+        open_ = sorted(a for a, st in self.breakers.states().items() if st == "OPEN")
+        if open_:
+            out.append(f"Circuit breakers open for {', '.join(open_)}: check their health")
         for row in self.registry.rankings(task_type):
             if row["samples"] >= 5 and row["statistics"]["successRate"] < 0.5:
                 out.append(f"{row['agent']} succeeds under 50% on {task_type}: retrain or replace")
@@ -678,6 +741,7 @@ class Orchestrator:
         """Forget orchestrations, statistics and every agent model."""
         self._records.clear()
         self.registry.clear()
+        self.breakers.clear()
         self.total = self.successful = 0
         self.search_time_s = 0.0
 
