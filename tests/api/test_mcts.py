@@ -141,6 +141,40 @@ def test_auto_pilot() -> None:
     run_with_client(_app(), scenario)
 
 
+def test_auto_pilot_queue_is_bounded_and_keeps_abandoned_tasks() -> None:
+    async def scenario(client: TestClient) -> None:
+        submit = "/api/v1/ab-mcts/auto-pilot/submit"
+        for i in range(2):
+            r = await client.post(submit, json={"userRequest": f"t{i}"})
+            assert r.status == 200
+        r = await client.post(submit, json={"userRequest": "one too many"})
+        body = await r.json()
+        assert r.status == 409 and body["error"]["code"] == "CAPACITY_EXCEEDED"
+        assert "autopilot_max_queue=2" in body["error"]["message"]
+
+        calls = []
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            calls.append(args[0])
+            raise RuntimeError("orchestrator unavailable")
+
+        client.app[MCTS_SERVICE_KEY]["service"].run_orchestration = broken
+        await client.post("/api/v1/ab-mcts/auto-pilot/start")
+        for _ in range(500):
+            st = (await (await client.get("/api/v1/ab-mcts/auto-pilot/status")).json())["data"]
+            if len(st["queue"]["failedTasks"]) == 2:
+                break
+            await asyncio.sleep(0.01)
+        failed = st["queue"]["failedTasks"]
+        assert sorted(f["userRequest"] for f in failed) == ["t0", "t1"]
+        assert all(f["failures"] == 3 and "unavailable" in f["error"] for f in failed)
+        assert sorted(calls) == ["t0"] * 3 + ["t1"] * 3  # retried, then kept, not dropped
+        assert st["metrics"]["abandonedTasks"] == 2 and st["queue"]["queued"] == 0
+        await client.post("/api/v1/ab-mcts/auto-pilot/stop")
+
+    run_with_client(_app(autopilot_max_queue=2), scenario)
+
+
 def test_rust_routes_raw_shapes() -> None:
     ctx = {
         "task": "write code",

@@ -15,6 +15,7 @@ Limits: at most ``[mcts] max_agents`` agents (100) and ``[mcts] max_iterations``
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from workbench.api.routing import ApiRequest, ApiRouter, Reply
-from workbench.errors import InputError, NotFoundError
+from workbench.errors import CapacityError, InputError, NotFoundError
 
 __all__ = ["MCTS_SERVICE_KEY", "MctsService", "router"]
 
@@ -196,7 +197,7 @@ class MctsService:
         self.started = time.time()
         self.searches = 0
         self.rust_feedback = 0
-        self.autopilot = AutoPilot(self)
+        self.autopilot = AutoPilot(self, max_queue=int(section.get("autopilot_max_queue", 1000)))
         self.lock = asyncio.Lock()
 
     def agents_for(self, context: dict[str, Any]) -> list[str]:
@@ -497,12 +498,16 @@ class AutoPilot:
 
     Each finished task gets an automatic feedback score, the mean of ``1 - t/10000 ms``,
     ``1 - tokens/5000`` and ``1 - agents/10``, recorded when >= 0.7; a failed task is retried
-    with priority -1 up to 3 failures.
+    with priority -1 up to 3 failures, then kept (the last 100) in ``failed`` with its error.
+    The queue holds at most ``max_queue`` tasks (``[mcts] autopilot_max_queue``, default
+    1,000): a submit beyond it is refused with 409 ``CAPACITY_EXCEEDED``, never dropped later.
     """
 
-    def __init__(self, svc: MctsService, *, batch_size: int = 5) -> None:
+    def __init__(self, svc: MctsService, *, batch_size: int = 5, max_queue: int = 1000) -> None:
         self.svc = svc
         self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.failed: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.queue: list[tuple[int, int, dict[str, Any]]] = []
         self.counter = itertools.count()
         self.task: asyncio.Task[None] | None = None
@@ -514,6 +519,7 @@ class AutoPilot:
             "failedRequests": 0,
             "averageResponseTime": None,
             "autoFeedbacks": 0,
+            "abandonedTasks": 0,
         }
 
     @property
@@ -521,6 +527,12 @@ class AutoPilot:
         return self.task is not None and not self.task.done()
 
     def submit(self, user_request: str, context: dict[str, Any], priority: int) -> dict[str, Any]:
+        if len(self.queue) >= self.max_queue:
+            raise CapacityError(
+                f"the auto-pilot queue is full ({len(self.queue)} tasks, "
+                f"mcts.autopilot_max_queue={self.max_queue}); retry when it drains",
+                details={"queued": len(self.queue), "maxQueue": self.max_queue},
+            )
         task_id = str(uuid.uuid4())
         item = {
             "taskId": task_id,
@@ -570,11 +582,16 @@ class AutoPilot:
             opts = self.svc.options(None, None, None, "options")
             ctx = {**item["context"], "userId": "auto-pilot"}
             r = await self.svc.run_orchestration(item["userRequest"], ctx, opts)
-        except Exception:
+        except Exception as exc:
             item["failures"] += 1
             self.metrics["failedRequests"] += 1
             if item["failures"] < 3:
                 heapq.heappush(self.queue, (1, next(self.counter), item))
+            else:
+                self.metrics["abandonedTasks"] += 1
+                self.failed.append({"taskId": item["taskId"], "userRequest": item["userRequest"],
+                                    "failures": item["failures"], "error": str(exc),
+                                    "failedAt": _now()})  # fmt: skip
             return
         ms = (time.perf_counter() - t0) * 1000
         self.metrics["successfulRequests"] += 1
@@ -598,6 +615,8 @@ class AutoPilot:
                 {k: e[2][k] for k in ("taskId", "userRequest", "priority", "submittedAt")}
                 for e in sorted(self.queue)[:50]
             ],
+            "maxQueue": self.max_queue,
+            "failedTasks": list(self.failed)[-20:],
         }
 
 
