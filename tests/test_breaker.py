@@ -244,3 +244,34 @@ class BreakerMachine(RuleBasedStateMachine):
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None,
                                        derandomize=True)  # fmt: skip
+
+
+def test_call_async_counts_failures_and_not_cancellations() -> None:
+    import asyncio
+
+    b = Breaker("async", failures=2, reset_s=30)
+
+    async def boom() -> None:
+        raise RuntimeError("backend down")
+
+    async def fine() -> str:
+        return "ok"
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError):
+            await b.call_async(boom)
+        assert b.failures == 1
+        task = asyncio.ensure_future(b.call_async(asyncio.sleep, 60))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert b.failures == 1 and b.state == "CLOSED"  # a cancellation is no verdict
+        assert await b.call_async(fine) == "ok" and b.failures == 0
+        for _ in range(2):
+            with pytest.raises(RuntimeError):
+                await b.call_async(boom)
+        with pytest.raises(BreakerOpen):
+            await b.call_async(fine)
+
+    asyncio.run(scenario())

@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from workbench import metrics
@@ -172,13 +172,7 @@ class Breaker:
             Exception: whatever ``fn`` raised (counted as a failure).
         """
         if not self._admit():
-            _REJECTED.labels(self.name).inc()
-            wait = self.retry_in_s()
-            raise BreakerOpen(
-                f"circuit breaker {self.name!r} is open after {self._failures} consecutive "
-                f"failures; it lets a probe through in {wait:.1f} s",
-                details={"breaker": self.name, "retryInS": round(wait, 3)},
-            )
+            raise self._refusal()
         try:
             result = fn(*args, **kwargs)
         except Exception:
@@ -189,6 +183,31 @@ class Breaker:
             raise
         self._record(True)
         return result
+
+    async def call_async(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``await fn(*args, **kwargs)`` through the breaker (same rules as :meth:`call`; a
+        cancelled call is no verdict)."""
+        if not self._admit():
+            raise self._refusal()
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception:
+            self._record(False)
+            raise
+        except BaseException:
+            self._record(None)
+            raise
+        self._record(True)
+        return result
+
+    def _refusal(self) -> BreakerOpen:
+        _REJECTED.labels(self.name).inc()
+        wait = self.retry_in_s()
+        return BreakerOpen(
+            f"circuit breaker {self.name!r} is open after {self._failures} consecutive "
+            f"failures; it lets a probe through in {wait:.1f} s",
+            details={"breaker": self.name, "retryInS": round(wait, 3)},
+        )
 
     def open(self) -> None:
         """Open it now (an operator taking a backend out)."""

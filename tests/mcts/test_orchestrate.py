@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -244,3 +245,75 @@ def test_agent_time_limit() -> None:
         release.set()
     with pytest.raises(InputError, match="agent_timeout_s"):
         OrchestrationOptions(agent_timeout_s=0)
+
+
+def test_orchestrate_async_matches_the_sync_path_and_runs_concurrently() -> None:
+    opts = OrchestrationOptions(iterations=300, seed=9)
+    in_flight = {"now": 0, "max": 0}
+
+    async def agent_call(agent: str, ctx: object) -> AgentOutcome:
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        await asyncio.sleep(0.01)  # an LLM call in flight, so the others can start
+        in_flight["now"] -= 1
+        return AgentOutcome(float(TRUE_P[agent] > 0.35), 120.0, 50.0)
+
+    def agent_call_sync(agent: str, ctx: object) -> AgentOutcome:
+        return AgentOutcome(float(TRUE_P[agent] > 0.35), 120.0, 50.0)
+
+    a = asyncio.run(Orchestrator().orchestrate_async({}, AGENTS, agent_call, options=opts))
+    s = Orchestrator().orchestrate({}, AGENTS, agent_call_sync, options=opts)
+    assert [p.agent for p in a.best_path] == [p.agent for p in s.best_path]
+    assert a.executed_agent == s.executed_agent and a.outcome == s.outcome
+
+    orc = Orchestrator()
+
+    async def many() -> list:
+        return await asyncio.gather(*(
+            orc.orchestrate_async({"taskType": "qa"}, AGENTS, agent_call,
+                                  options=OrchestrationOptions(iterations=100, seed=i))
+            for i in range(12)
+        ))  # fmt: skip
+
+    results = asyncio.run(many())
+    assert in_flight["max"] > 1  # the agent calls overlapped
+    assert orc.total == 12 and all(r.outcome is not None for r in results)
+    told = sum(m.n for (_, task), m in orc.registry if task == "qa")
+    assert told == 12  # every outcome was learnt exactly once
+
+
+def test_orchestrate_async_time_limit_cancels_the_call() -> None:
+    cancelled = []
+
+    async def hangs(agent: str, ctx: object) -> AgentOutcome:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(agent)
+            raise
+        return AgentOutcome(1.0, 1.0)
+
+    orc = Orchestrator()
+    opts = OrchestrationOptions(iterations=50, seed=0, agent_timeout_s=0.05)
+    r = asyncio.run(orc.orchestrate_async({}, ["a", "b"], hangs, options=opts))
+    assert r.outcome is not None and r.outcome.success == 0
+    assert "no result within 0.05 s" in (r.outcome.error or "")
+    assert cancelled == [r.executed_agent]
+    assert orc.breakers.get(r.executed_agent or "").failures == 1
+
+
+def test_orchestrate_async_breaker_fallback_and_thread_for_plain_executors() -> None:
+    threads = []
+
+    def plain(agent: str, ctx: object) -> AgentOutcome:
+        threads.append(threading.current_thread())
+        return AgentOutcome(1.0, 10.0)
+
+    opts = OrchestrationOptions(iterations=100, seed=2)
+    orc = Orchestrator()
+    plan = orc.orchestrate({}, AGENTS, options=replace(opts, execute=False))
+    orc.breakers.get(plan.best_action).open()
+    r = asyncio.run(orc.orchestrate_async({}, AGENTS, plain, options=opts))
+    assert r.skipped_agents == (plan.best_action,)
+    assert r.executed_agent is not None and r.executed_agent != plan.best_action
+    assert threads and threads[0] is not threading.main_thread()

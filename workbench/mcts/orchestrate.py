@@ -18,10 +18,15 @@ after ``breaker_reset_s``, 2 successes close it). An agent whose breaker is open
 the next-best first agent of the search runs instead (the fallback), and when every candidate
 is open nothing runs and the result says why. Only errors and time-outs trip a breaker: an
 unsuccessful answer is an observation for the models, not an outage.
+
+:meth:`Orchestrator.orchestrate_async` is the same with an ``async`` executor; both share
+the search (``_search``) and the learning and bookkeeping (``_finish``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import math
 import time
@@ -35,7 +40,7 @@ import numpy as np
 
 from workbench import metrics
 from workbench.breaker import BreakerOpen, BreakerSet, TimeLimiter
-from workbench.errors import BackendUnavailable, InputError, NotFoundError
+from workbench.errors import BackendUnavailable, InputError, NotFoundError, WaitTimeout
 from workbench.mcts import _kernels
 from workbench.mcts._random import rng_seed
 from workbench.mcts.models import ModelRegistry, agent_type
@@ -295,6 +300,43 @@ class _Record:
     feedback: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class _Plan:
+    """A finished search, before the agent runs."""
+
+    t0: float
+    opts: OrchestrationOptions
+    oid: str
+    task_type: str
+    agents: list[str]
+    tree: Tree
+    seed: int
+    done: int
+    budget: float
+    search_s: float
+    best: list[PathStep]
+    alternatives: list[list[PathStep]]
+
+    @property
+    def best_action(self) -> str:
+        return self.best[0].agent if self.best else "fallback"
+
+    @property
+    def confidence(self) -> float:
+        return self.best[-1].average_reward if self.best else 0.0
+
+
+def _failed(agent: str, exc: BaseException, t_call: float) -> AgentOutcome:
+    logger.warning("agent %s failed: %s", agent, exc)
+    return AgentOutcome(0.0, (time.perf_counter() - t_call) * 1000.0, 0.0, None, str(exc))
+
+
+def _is_async(fn: Any) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    call = type(fn).__call__ if not inspect.isfunction(fn) and callable(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
 class Orchestrator:
     """Stateful facade: agent models, recent orchestrations (bounded) and statistics.
 
@@ -357,6 +399,93 @@ class Orchestrator:
             cancel: Stops the search (between chunks of 256 iterations) when set; the best
                 path found so far is still returned and executed.
         """
+        plan = self._search(context, agents, options, orchestration_id, cancel)
+        outcome: AgentOutcome | None = None
+        executed: str | None = None
+        skipped: list[str] = []
+        if plan.opts.execute and plan.best:
+            run = executor if executor is not None else ModelExecutor(self.registry, seed=plan.seed)
+            # predictions from the models never block: no thread hop for them
+            limit = None if isinstance(run, ModelExecutor) else plan.opts.agent_timeout_s
+            for agent in self._candidates(plan.tree, plan.best_action):
+                t_call = time.perf_counter()
+                try:
+                    outcome = self.breakers.get(agent).call(
+                        self.limiter.call, run, limit, agent, context)  # fmt: skip
+                except BreakerOpen:
+                    skipped.append(agent)
+                    continue
+                except Exception as exc:  # an agent failure is an observation, not a crash
+                    outcome = _failed(agent, exc, t_call)
+                executed = agent
+                break
+        return self._finish(plan, outcome, executed, skipped)
+
+    async def orchestrate_async(
+        self,
+        context: Mapping[str, Any],
+        agents: Sequence[str],
+        executor: Callable[[str, Mapping[str, Any]], Any] | None = None,
+        *,
+        options: OrchestrationOptions | None = None,
+        orchestration_id: str | None = None,
+        cancel: CancelToken | None = None,
+    ) -> OrchestrationResult:
+        """:meth:`orchestrate` for an ``async`` executor (``async def run(agent, context) ->
+        AgentOutcome``, e.g. an LLM call), awaited under ``agent_timeout_s`` (cancelled when
+        it overruns) and the agent's breaker. A plain function executor runs on a worker
+        thread under the same :class:`~workbench.breaker.TimeLimiter` as :meth:`orchestrate`.
+
+        The search itself runs inline (a few milliseconds for the default 500 iterations);
+        orchestrations awaited concurrently on one event loop share the models safely, since
+        each search and each model update runs without an ``await`` inside it.
+        """
+        plan = self._search(context, agents, options, orchestration_id, cancel)
+        outcome: AgentOutcome | None = None
+        executed: str | None = None
+        skipped: list[str] = []
+        if plan.opts.execute and plan.best:
+            run = executor if executor is not None else ModelExecutor(self.registry, seed=plan.seed)
+            limit = plan.opts.agent_timeout_s
+            for agent in self._candidates(plan.tree, plan.best_action):
+                t_call = time.perf_counter()
+                try:
+                    outcome = await self.breakers.get(agent).call_async(
+                        self._run_async, run, limit, agent, context)  # fmt: skip
+                except BreakerOpen:
+                    skipped.append(agent)
+                    continue
+                except Exception as exc:  # an agent failure is an observation, not a crash
+                    outcome = _failed(agent, exc, t_call)
+                executed = agent
+                break
+        return self._finish(plan, outcome, executed, skipped)
+
+    async def _run_async(
+        self, run: Callable[..., Any], limit: float | None, agent: str, context: Mapping[str, Any]
+    ) -> AgentOutcome:
+        if isinstance(run, ModelExecutor):
+            return run(agent, context)
+        if not _is_async(run):
+            return await asyncio.to_thread(self.limiter.call, run, limit, agent, context)
+        try:
+            out = await asyncio.wait_for(run(agent, context), limit)
+        except TimeoutError:
+            raise WaitTimeout(f"agent {agent!r} gave no result within {limit:g} s",
+                              details={"agent": agent, "timeoutS": limit}) from None  # fmt: skip
+        if not isinstance(out, AgentOutcome):
+            raise TypeError(f"executor returned {type(out).__name__}, not AgentOutcome")
+        return out
+
+    def _search(
+        self,
+        context: Mapping[str, Any],
+        agents: Sequence[str],
+        options: OrchestrationOptions | None,
+        orchestration_id: str | None,
+        cancel: CancelToken | None,
+    ) -> _Plan:
+        """Validate, search and pick the best path (the part with no agent call)."""
         t0 = time.perf_counter()
         opts = options or OrchestrationOptions()
         agents = list(agents)
@@ -400,68 +529,56 @@ class Orchestrator:
                 break
         search_s = time.perf_counter() - t0
         best = self._greedy_path(tree, 0)
-        alternatives = self._alternatives(tree, best)
-        best_action = best[0].agent if best else "fallback"
-        confidence = best[-1].average_reward if best else 0.0
-        outcome: AgentOutcome | None = None
+        return _Plan(t0, opts, oid, task_type, agents, tree, seed, done, float(budget), search_s,
+                     best, self._alternatives(tree, best))  # fmt: skip
+
+    def _finish(
+        self,
+        plan: _Plan,
+        outcome: AgentOutcome | None,
+        executed: str | None,
+        skipped: list[str],
+    ) -> OrchestrationResult:
+        """Learn from the executed outcome, count, remember and save the result."""
+        opts, task_type, best = plan.opts, plan.task_type, plan.best
         reward: float | None = None
-        executed: str | None = None
-        skipped: list[str] = []
-        if opts.execute and best:
-            run = executor if executor is not None else ModelExecutor(self.registry, seed=seed)
-            # predictions from the models never block: no thread hop for them
-            limit = None if isinstance(run, ModelExecutor) else opts.agent_timeout_s
-            for agent in self._candidates(tree, best_action):
-                t_call = time.perf_counter()
-                try:
-                    outcome = self.breakers.get(agent).call(
-                        self.limiter.call, run, limit, agent, context)  # fmt: skip
-                except BreakerOpen:
-                    skipped.append(agent)
-                    continue
-                except Exception as exc:  # an agent failure is an observation, not a crash
-                    logger.warning("agent %s failed: %s", agent, exc)
-                    outcome = AgentOutcome(
-                        0.0, (time.perf_counter() - t_call) * 1000.0, 0.0, None, str(exc)
-                    )
-                executed = agent
-                break
-            if outcome is not None and executed is not None:
-                reward = outcome_reward(outcome, opts.target_time_ms)
-                if opts.learn:
-                    self.registry.update(
-                        executed,
-                        task_type,
-                        min(max(float(outcome.success), 0.0), 1.0),
-                        outcome.latency_ms,
-                        outcome.tokens,
-                    )
+        if outcome is not None and executed is not None:
+            reward = outcome_reward(outcome, opts.target_time_ms)
+            if opts.learn:
+                self.registry.update(
+                    executed,
+                    task_type,
+                    min(max(float(outcome.success), 0.0), 1.0),
+                    outcome.latency_ms,
+                    outcome.tokens,
+                )
         self.total += 1
         self.successful += int(outcome is not None and outcome.success >= 0.5)
         _ORCHESTRATIONS.labels("executed" if outcome is not None else "planned").inc()
-        _SEARCH_SECONDS.observe(search_s)
-        self.search_time_s += search_s
+        _SEARCH_SECONDS.observe(plan.search_s)
+        self.search_time_s += plan.search_s
+        confidence = plan.confidence
         result = OrchestrationResult(
-            orchestration_id=oid,
+            orchestration_id=plan.oid,
             task_type=task_type,
             best_path=tuple(best),
-            best_action=best_action,
+            best_action=plan.best_action,
             confidence=confidence,
-            alternatives=tuple(tuple(p) for p in alternatives),
-            search_metrics=self._metrics(tree, done, search_s, budget),
+            alternatives=tuple(tuple(p) for p in plan.alternatives),
+            search_metrics=self._metrics(plan.tree, plan.done, plan.search_s, plan.budget),
             execution_plan=self._plan(best, task_type, confidence),
-            recommendations=tuple(self._advice(best, agents, task_type)),
+            recommendations=tuple(self._advice(best, plan.agents, task_type)),
             outcome=outcome,
             reward=reward,
-            total_time_s=time.perf_counter() - t0,
+            total_time_s=time.perf_counter() - plan.t0,
             executed_agent=executed,
             skipped_agents=tuple(skipped),
         )
-        self._remember(oid, _Record(result, tree))
+        self._remember(plan.oid, _Record(result, plan.tree))
         if self.store is not None:
             summary = {
-                "searchId": oid,
-                "bestAction": best_action,
+                "searchId": plan.oid,
+                "bestAction": plan.best_action,
                 "taskType": task_type,
                 "confidence": confidence,
                 "executionPath": [s.agent for s in best],
@@ -471,9 +588,9 @@ class Orchestrator:
                 "timestamp": time.time(),
             }
             try:
-                self.store.save_result(oid, summary)
+                self.store.save_result(plan.oid, summary)
             except BackendUnavailable as exc:  # the answer matters more than its copy
-                logger.warning("orchestration %s not saved: %s", oid, exc)
+                logger.warning("orchestration %s not saved: %s", plan.oid, exc)
         return result
 
     def _candidates(self, tree: Tree, best_action: str) -> list[str]:
