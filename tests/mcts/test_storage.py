@@ -113,3 +113,24 @@ def test_feedback_finds_orchestrations_saved_in_redis(redis_adapter) -> None:
     assert other.registry.get(r.best_action, "qa").success.alpha == 2.0
     with pytest.raises(NotFoundError):
         other.feedback("never-made", 3)
+
+
+def test_visualization_after_the_tree_left_memory(redis_adapter) -> None:
+    from workbench.mcts.orchestrate import OrchestrationOptions, Orchestrator
+
+    store = RedisStore(redis_adapter, ttl_s=60)
+    opts = OrchestrationOptions(iterations=300, seed=3, execute=False)
+    first = Orchestrator(store=store, persist_trees=True, max_trees=1)
+    r = first.orchestrate({}, ["a", "b", "c"], options=opts)
+    live = first.visualization(r.orchestration_id)
+    first.orchestrate({}, ["a", "b", "c"], options=opts)  # pushes the first tree out of memory
+    assert first.visualization(r.orchestration_id) == live  # now read back from Redis
+    other = Orchestrator(store=store, persist_trees=True)  # another process
+    view = other.visualization(r.orchestration_id)
+    assert view == live and view["metrics"]["totalNodes"] > 1
+    assert sum(n["isBest"] for n in view["nodes"]) == len(r.best_path) + 1  # root included
+    without = Orchestrator(store=store)  # not persisting trees: only memory counts
+    with pytest.raises(NotFoundError):
+        without.visualization(r.orchestration_id)
+    with pytest.raises(NotFoundError):
+        other.visualization("never-made")

@@ -192,7 +192,9 @@ class MctsService:
                 registry = self.store.load_models()
             except NotFoundError:
                 registry = None
-        self.orchestrator = Orchestrator(registry, store=self.store)
+        self.orchestrator = Orchestrator(
+            registry, store=self.store, persist_trees=self.store is not None
+        )
         self.feedback_log: list[dict[str, Any]] = []
         self.started = time.time()
         self.searches = 0

@@ -347,6 +347,9 @@ class Orchestrator:
         store: Where results are also saved (``save_result`` / ``load_result``, e.g. a
             :class:`~workbench.mcts.storage.RedisStore` under ``ab-mcts:result:<id>``), so
             feedback finds an orchestration after it left memory or in another process.
+        persist_trees: Save each orchestration's tree view (at most 500 nodes) with its
+            summary in ``store``, so :meth:`visualization` answers after the tree left memory
+            (or in another process); costs about a millisecond and a few kB per orchestration.
         breakers: Per-agent circuit breakers (default: 3 failures open, 30 s cool-down,
             2 successes close, as the platform's orchestrator).
         max_agent_calls: Agent calls under a time limit that may run at once (a call past its
@@ -360,11 +363,13 @@ class Orchestrator:
         max_records: int = 1000,
         max_trees: int = 64,
         store: ResultStore | None = None,
+        persist_trees: bool = False,
         breakers: BreakerSet | None = None,
         max_agent_calls: int = 8,
     ) -> None:
         self.registry = registry if registry is not None else ModelRegistry()
         self.store = store
+        self.persist_trees = persist_trees
         self.breakers = breakers if breakers is not None else BreakerSet(
             failures=3, reset_s=30.0, successes=2)  # fmt: skip
         self.limiter = TimeLimiter(max_agent_calls)
@@ -587,6 +592,8 @@ class Orchestrator:
                 "recommendations": list(result.recommendations),
                 "timestamp": time.time(),
             }
+            if self.persist_trees:
+                summary["visualization"] = self.visualization(plan.oid)
             try:
                 self.store.save_result(plan.oid, summary)
             except BackendUnavailable as exc:  # the answer matters more than its copy
@@ -778,9 +785,17 @@ class Orchestrator:
             ) from None
 
     def visualization(self, orchestration_id: str, *, max_nodes: int = 500) -> dict[str, Any]:
-        """Nodes, edges and metrics of one orchestration's tree (platform shape)."""
+        """Nodes, edges and metrics of one orchestration's tree (platform shape).
+
+        From memory for the last ``max_trees`` orchestrations; with ``persist_trees``, older
+        ones (or ones from another process) come from the store, as saved (500 nodes at most).
+        """
         rec = self._records.get(orchestration_id)
         if rec is None or rec.tree is None:
+            if self.persist_trees and self.store is not None:
+                saved = self._saved(orchestration_id).get("visualization")
+                if saved is not None:
+                    return dict(saved)
             raise NotFoundError(f"no tree kept for orchestration {orchestration_id!r}")
         t = rec.tree
         size = t.size
