@@ -223,6 +223,20 @@ def test_rust_routes_raw_shapes() -> None:
         assert h["status"] == "healthy" and h["features"]["feedback"] is True
         s = await (await client.get("/api/v1/ab-mcts-rust/stats")).json()
         assert s["stats"]["searches"] == 2 and s["stats"]["feedbackReceived"] == 1
+        models_before = len(client.app[MCTS_SERVICE_KEY]["service"].orchestrator.registry)
+        for test_type, planned in (("simple", 50), ("complex", 200), ("load", 500)):
+            r = await client.post("/api/v1/ab-mcts-rust/test",
+                                  json={"testType": test_type, "agentCount": 7})  # fmt: skip
+            t = await r.json()
+            assert r.status == 200 and t["success"] and t["testType"] == test_type
+            assert t["result"]["iterations"] == planned == t["result"]["plannedIterations"]
+            assert t["result"]["withinTimeLimit"] is True
+            assert set(t["result"]["bestPath"]) <= {f"test-agent-{i}" for i in range(1, 8)}
+        assert len(client.app[MCTS_SERVICE_KEY]["service"].orchestrator.registry) == models_before
+        r = await client.post("/api/v1/ab-mcts-rust/test", json={"agentCount": 21})
+        assert r.status == 400 and "agentCount" in await r.text()
+        r = await client.post("/api/v1/ab-mcts-rust/test", json={"testType": "huge"})
+        assert r.status == 400 and "testType" in await r.text()
 
     run_with_client(_app(), scenario)
 

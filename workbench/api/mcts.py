@@ -141,6 +141,11 @@ class RustRecommendBody(_Model):
     max_recommendations: int = Field(default=3, ge=1, le=20)
 
 
+class RustTestBody(_Model):
+    test_type: Literal["simple", "complex", "load"] = "simple"
+    agent_count: int = Field(default=5, ge=1, le=20)
+
+
 class RewardComponents(_Model):
     quality: float = Field(ge=0, le=1)
     speed: float = Field(ge=0, le=1)
@@ -833,6 +838,43 @@ async def rust_health(req: ApiRequest) -> Any:
             "feedback": True,
             "persistence": svc.store is not None,
         },
+    }
+
+
+#: The bridge's self-test sizes: iterations and time limit (s) per test type.
+RUST_TESTS = {"simple": (50, 1.0), "complex": (200, 3.0), "load": (500, 10.0)}
+
+
+@router.post("/ab-mcts-rust/test", body=RustTestBody, envelope=False,
+             summary="Self-test: a search over synthetic agents")  # fmt: skip
+async def rust_test(req: ApiRequest) -> Any:
+    """Runs a search over ``agentCount`` synthetic agents on a private orchestrator (the
+    service's models are not touched) and reports whether it finished inside the limit."""
+    from workbench.mcts.orchestrate import OrchestrationOptions, Orchestrator
+
+    t0 = time.perf_counter()
+    body: RustTestBody = req.body
+    iterations, limit_s = RUST_TESTS[body.test_type]
+    agents = [f"test-agent-{i + 1}" for i in range(body.agent_count)]
+    opts = OrchestrationOptions(iterations=iterations, time_limit_s=limit_s, execute=False)
+    r = await asyncio.to_thread(
+        Orchestrator().orchestrate, {"taskType": "self-test"}, agents, None, options=opts
+    )
+    elapsed_ms = (time.perf_counter() - t0) * 1000
+    return {
+        "success": True,
+        "testType": body.test_type,
+        "agentCount": body.agent_count,
+        "result": {
+            "iterations": r.search_metrics["iterations"],
+            "plannedIterations": iterations,
+            "timeLimitMs": limit_s * 1000,
+            "withinTimeLimit": elapsed_ms <= limit_s * 1000,
+            "bestPath": [s.agent for s in r.best_path],
+            "confidence": r.confidence,
+            "searchStatistics": r.search_metrics,
+        },
+        "metadata": _rust_meta(t0),
     }
 
 
