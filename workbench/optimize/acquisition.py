@@ -18,7 +18,13 @@ chosen by value only, which crowded around the incumbent):
    linear constraints are present.
    Integer and categorical columns are **held fixed per start** (``fixed_features`` with one
    value per start), so continuous columns are optimised exactly for each discrete
-   combination that scored well, and no fractional value is ever proposed.
+   combination that scored well, and no fractional value is ever proposed. On such mixed
+   spaces 12 starts are taken (each start covers one discrete combination; the batched
+   L-BFGS makes extra starts cheap): on the LLM simulator (50 evaluations, 10 seeds) median
+   score regret went from 0.0163 with 4 starts and 3 local-search rounds to 0.0066 with 12
+   and 6, against Optuna GPSampler's 0.0088, at 0.126 s instead of 0.115 s per suggestion.
+   On Hartmann6 12 starts did not help (median regret 0.0016 against 0.0010), so continuous
+   spaces keep 4.
 3. On mixed spaces a **discrete local search** moves the best point to a neighbouring
    category or integer while that raises the acquisition value (a few rounds).
 4. Candidates are ranked by acquisition value and the first one not already observed,
@@ -45,10 +51,11 @@ class AcqfOptions:
     Attributes:
         raw_sobol: Sobol points in the pool.
         raw_local: Perturbed copies of the best observed points in the pool.
-        restarts: L-BFGS starts taken from the pool's best.
+        restarts: L-BFGS starts taken from the pool's best (continuous spaces).
         maxiter: L-BFGS iterations per start.
         maxls: Line-search steps per L-BFGS iteration (each costs one acquisition call).
         local_rounds: Rounds of the discrete local search (mixed spaces).
+        mixed_restarts: L-BFGS starts on spaces with integer or categorical columns.
     """
 
     raw_sobol: int = 256
@@ -56,7 +63,8 @@ class AcqfOptions:
     restarts: int = 4
     maxiter: int = 12
     maxls: int = 6
-    local_rounds: int = 3
+    local_rounds: int = 6
+    mixed_restarts: int = 12
 
 
 def candidate_pool(
@@ -199,7 +207,8 @@ def maximize_acqf(
         n_global = len(pool) if n_global is None else n_global
         n_local_starts = 1 if len(pool) > n_global else 0
         starts: list[np.ndarray] = []
-        for part, quota in ((np.arange(n_global), options.restarts - n_local_starts),
+        restarts = options.mixed_restarts if space.is_mixed else options.restarts
+        for part, quota in ((np.arange(n_global), restarts - n_local_starts),
                             (np.arange(n_global, len(pool)), n_local_starts)):  # fmt: skip
             taken = 0
             for i in part[np.argsort(-values[part])] if len(part) else []:
