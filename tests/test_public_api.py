@@ -9,8 +9,8 @@ import pytest
 PUBLIC = {
     "workbench": [
         "BackendUnavailable", "CapacityError", "ConfigError", "ConflictError", "InputError",
-        "NotFoundError", "PermissionDenied", "Settings", "StorageFormatError", "WaitTimeout",
-        "WorkbenchError", "WorkbenchWarning", "__version__", "load_settings",
+        "NotFoundError", "PermissionDenied", "RateLimited", "Settings", "StorageFormatError",
+        "WaitTimeout", "WorkbenchError", "WorkbenchWarning", "__version__", "load_settings",
     ],
     "workbench.analytics": [],
     "workbench.breaker": ["Breaker", "BreakerOpen", "BreakerSet", "TimeLimiter"],

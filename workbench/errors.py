@@ -21,6 +21,7 @@ __all__ = [
     "InputError",
     "NotFoundError",
     "PermissionDenied",
+    "RateLimited",
     "StorageFormatError",
     "WaitTimeout",
     "WorkbenchError",
@@ -104,6 +105,23 @@ class WaitTimeout(WorkbenchError, TimeoutError):
 
     code = "TIMEOUT"
     http_status = 504
+
+
+class RateLimited(WorkbenchError):
+    """A client sent more requests than its rate allows; ``retry_after_s`` says when to retry.
+
+    Args:
+        message: What was limited and how to stay under it.
+        retry_after_s: Seconds until the next request would be admitted (the HTTP layer sends
+            it as ``Retry-After``).
+    """
+
+    code = "RATE_LIMITED"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: float, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = float(retry_after_s)
 
 
 class StorageFormatError(WorkbenchError):

@@ -241,6 +241,24 @@ def test_rust_routes_raw_shapes() -> None:
     run_with_client(_app(), scenario)
 
 
+def test_rust_search_is_rate_limited_per_client() -> None:
+    ctx = {"task": "t", "executionContext": {"sessionId": "s"}}
+    body = {"context": ctx, "availableAgents": AGENTS, "options": {"maxIterations": 10}}
+
+    async def scenario(client: TestClient) -> None:
+        for _ in range(2):
+            r = await client.post("/api/v1/ab-mcts-rust/search", json=body)
+            assert r.status == 200
+        r = await client.post("/api/v1/ab-mcts-rust/search", json=body)
+        assert r.status == 429 and "Retry-After" in r.headers
+        assert (await r.json())["error"]["code"] == "RATE_LIMITED"
+        r = await client.post("/api/v1/ab-mcts-rust/recommend",
+                              json={"context": ctx, "availableAgents": AGENTS})  # fmt: skip
+        assert r.status == 200  # its own limit (the default 200 a minute)
+
+    run_with_client(_app(rust_search_per_min=2), scenario)
+
+
 def test_models_persist_in_redis(redis_adapter, redis_url: str) -> None:
     from workbench.mcts.storage import RedisStore
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import importlib
 import logging
+import math
 import re
 import time
 import uuid
@@ -30,15 +31,17 @@ from aiohttp import web
 
 from workbench.api.envelope import dumps, error_body
 from workbench.api.openapi import build_openapi
+from workbench.api.ratelimit import RateLimiter
 from workbench.api.routing import (
     REQUEST_ID_KEY,
     SETTINGS_KEY,
     ApiRouter,
     RouteSpec,
     make_aiohttp_handler,
+    rate_for,
 )
 from workbench.config import Settings, load_settings
-from workbench.errors import WorkbenchError
+from workbench.errors import RateLimited, WorkbenchError
 
 __all__ = ["OPENAPI_KEY", "ROUTER_MODULES", "ROUTES_KEY", "STARTED_AT_KEY", "create_app"]
 
@@ -144,6 +147,8 @@ def _make_middleware(settings: Settings) -> Any:
             if exc.http_status >= 500:
                 logger.warning("%s %s failed: %s", request.method, request.path, exc.message)
             response = _error(exc.http_status, exc.code, exc.message, rid, exc.details)
+            if isinstance(exc, RateLimited):
+                response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         except Exception:
             logger.exception("unhandled error in %s %s", request.method, request.path)
             response = _error(500, "INTERNAL_ERROR", "internal error; see the server log", rid)
@@ -173,7 +178,10 @@ def create_app(
     specs: list[RouteSpec] = []
     for router in routers:
         for spec in router.routes:
-            app.router.add_route(spec.method, spec.path, make_aiohttp_handler(spec))
+            per_min = rate_for(spec, settings)
+            limiter = None if per_min is None else RateLimiter(
+                per_min, name=f"{spec.method} {spec.path}")  # fmt: skip
+            app.router.add_route(spec.method, spec.path, make_aiohttp_handler(spec, limiter))
             specs.append(spec)
         app.on_startup.extend(router.on_startup)
         app.on_cleanup.extend(router.on_cleanup)

@@ -9,7 +9,11 @@ orchestrations execute the chosen agent with :class:`~workbench.mcts.orchestrate
 through the feedback routes.
 
 Limits: at most ``[mcts] max_agents`` agents (100) and ``[mcts] max_iterations`` iterations
-(10,000) per request; larger requests get 400 ``VALIDATION_ERROR`` naming the field.
+(10,000) per request; larger requests get 400 ``VALIDATION_ERROR`` naming the field. As the
+platform's bridge did, each client (peer address) may send 100 ``ab-mcts-rust/search`` and 200
+``ab-mcts-rust/recommend`` requests a minute (``[mcts] rust_search_per_min`` and
+``rust_recommend_per_min``; 0 turns a limit off); beyond that 429 ``RATE_LIMITED`` with
+``Retry-After``.
 """
 
 from __future__ import annotations
@@ -719,7 +723,8 @@ def _rust_options(svc: MctsService, o: RustOptions, *, execute: bool = False):
     )
 
 
-@router.post("/ab-mcts-rust/search", body=RustSearchBody, envelope=False, summary="Search (raw)")
+@router.post("/ab-mcts-rust/search", body=RustSearchBody, envelope=False, summary="Search (raw)",
+             rate_limit=100, rate_setting="mcts.rust_search_per_min")  # fmt: skip
 async def rust_search(req: ApiRequest) -> Any:
     t0 = time.perf_counter()
     svc = service(req)
@@ -764,9 +769,9 @@ async def rust_search(req: ApiRequest) -> Any:
     }
 
 
-@router.post(
-    "/ab-mcts-rust/recommend", body=RustRecommendBody, envelope=False, summary="Recommend agents"
-)
+@router.post("/ab-mcts-rust/recommend", body=RustRecommendBody, envelope=False,
+             summary="Recommend agents", rate_limit=200,
+             rate_setting="mcts.rust_recommend_per_min")  # fmt: skip
 async def rust_recommend(req: ApiRequest) -> Any:
     t0 = time.perf_counter()
     svc = service(req)

@@ -25,6 +25,7 @@ on ASGI stacks that proxied at about half aiohttp's rate on this machine.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ from pydantic import BaseModel, ValidationError
 
 from workbench import metrics
 from workbench.api.envelope import dumps, success_body
+from workbench.api.ratelimit import RateLimiter
 from workbench.config import Settings
-from workbench.errors import InputError
+from workbench.errors import ConfigError, InputError
 
 __all__ = ["SETTINGS_KEY", "ApiRequest", "ApiRouter", "Reply", "RouteSpec"]
 
@@ -116,6 +118,8 @@ class RouteSpec:
     status: int
     description: str = ""
     responses: dict[int, str] = field(default_factory=dict)
+    rate_limit: float | None = None
+    rate_setting: str | None = None
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -169,8 +173,19 @@ class ApiRouter:
         status: int = 200,
         description: str = "",
         responses: dict[int, str] | None = None,
+        rate_limit: float | None = None,
+        rate_setting: str | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Declare a route; see the module docstring. ``public`` routes need no token."""
+        """Declare a route; see the module docstring. ``public`` routes need no token.
+
+        ``rate_limit`` (requests a minute per client, see :mod:`workbench.api.ratelimit`)
+        limits the route; ``rate_setting`` (``"section.key"``) names the setting that
+        overrides it, where 0 turns the limit off.
+        """
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError(f"rate_limit must be > 0, got {rate_limit}")
+
+        limited = {} if rate_limit is None else {429: "rate limit reached; see Retry-After"}
 
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -187,7 +202,9 @@ class ApiRouter:
                     public=public,
                     status=status,
                     description=description or (handler.__doc__ or "").strip(),
-                    responses=responses or {},
+                    responses={**(responses or {}), **limited},
+                    rate_limit=rate_limit,
+                    rate_setting=rate_setting,
                 )
             )
             return handler
@@ -207,8 +224,34 @@ class ApiRouter:
         return self.route("DELETE", path, **kw)
 
 
-def make_aiohttp_handler(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Wrap a declared handler: validate input, call it, encode the result, record metrics."""
+def rate_for(spec: RouteSpec, settings: Settings) -> float | None:
+    """The route's requests a minute per client under ``settings`` (``None``: unlimited)."""
+    if spec.rate_limit is None:
+        return None
+    value = spec.rate_limit
+    if spec.rate_setting:
+        section, _, key = spec.rate_setting.partition(".")
+        raw = settings.section(section).get(key)
+        if raw is not None:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"invalid setting {spec.rate_setting}={raw!r}: a number of requests a "
+                    "minute (0 turns the limit off)",
+                    details={"key": spec.rate_setting},
+                ) from None
+            if value < 0 or not math.isfinite(value):
+                raise ConfigError(f"invalid setting {spec.rate_setting}={raw!r}: must be >= 0",
+                                  details={"key": spec.rate_setting})  # fmt: skip
+    return value if value > 0 else None
+
+
+def make_aiohttp_handler(
+    spec: RouteSpec, limiter: RateLimiter | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap a declared handler: rate-limit, validate input, call it, encode the result,
+    record metrics."""
     latency = _LATENCY.labels(spec.path, spec.method)
     counters: dict[int, Any] = {}
 
@@ -216,6 +259,8 @@ def make_aiohttp_handler(spec: RouteSpec) -> Callable[[web.Request], Awaitable[w
         start = time.perf_counter()
         status = 500
         try:
+            if limiter is not None:
+                limiter.check(request.remote or "unknown")
             body = None
             if spec.body is not None:
                 raw = await request.read()
