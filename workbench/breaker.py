@@ -223,14 +223,6 @@ class Breaker:
             self._failures = self._successes = 0
             self._probing = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "state": self.state,
-            "failures": self.failures,
-            "retryInS": round(self.retry_in_s(), 3),
-        }
-
 
 class BreakerSet:
     """Breakers by name, created on first use with the same settings.
@@ -279,10 +271,6 @@ class BreakerSet:
                         successes=self.successes, clock=self.clock)  # fmt: skip
             self._breakers[name] = b
             return b
-
-    def peek(self, name: str) -> Breaker | None:
-        """The breaker of ``name`` if one exists (never creates one)."""
-        return self._breakers.get(name)
 
     def states(self) -> dict[str, str]:
         return {name: b.state for name, b in list(self._breakers.items())}

@@ -124,6 +124,20 @@ class StrategyInput:
     index: int = 0
     model_state: ModelState | None = None
 
+    @property
+    def avoid_points(self) -> np.ndarray:
+        """``avoid`` as ``(k, dim)`` rows (``(0, dim)`` when empty)."""
+        return _rows(self.avoid, self.space.dim)
+
+    @property
+    def pending_points(self) -> np.ndarray:
+        """``pending`` as ``(p, dim)`` rows (``(0, dim)`` when empty)."""
+        return _rows(self.pending, self.space.dim)
+
+
+def _rows(a: np.ndarray, dim: int) -> np.ndarray:
+    return a.reshape(-1, dim) if a.size else np.zeros((0, dim))
+
 
 @dataclass(frozen=True)
 class Suggestion:
@@ -327,10 +341,7 @@ class QLogNEI(_ModelStrategy):
         model, state, fit_s = self._fit(inp)
         t0 = time.perf_counter()
         space = inp.space
-        avoid = inp.avoid.reshape(-1, space.dim) if inp.avoid.size else np.zeros((0, space.dim))
-        pending = (
-            inp.pending.reshape(-1, space.dim) if inp.pending.size else np.zeros((0, space.dim))
-        )
+        avoid, pending = inp.avoid_points, inp.pending_points
         objective = self._objective(inp)
         constraints = self._constraints(inp)
         anchors = self._anchors(inp)
@@ -398,7 +409,7 @@ class ThompsonSampling(_ModelStrategy):
         model, state, fit_s = self._fit(inp)
         t0 = time.perf_counter()
         space = inp.space
-        avoid = inp.avoid.reshape(-1, space.dim) if inp.avoid.size else np.zeros((0, space.dim))
+        avoid = inp.avoid_points
         pool, _ = candidate_pool(space, inp.seed * 7919, self.pool_sobol,
                                  self._anchors(inp), self.pool_local)  # fmt: skip
         with torch.random.fork_rng():
@@ -479,10 +490,7 @@ class QLogNEHVI(_ModelStrategy):
             from botorch.utils.multi_objective.hypervolume import infer_reference_point
 
             ref = infer_reference_point(torch.as_tensor(inp.y[:, :k])).numpy()
-        avoid = inp.avoid.reshape(-1, space.dim) if inp.avoid.size else np.zeros((0, space.dim))
-        pending = (
-            inp.pending.reshape(-1, space.dim) if inp.pending.size else np.zeros((0, space.dim))
-        )
+        avoid, pending = inp.avoid_points, inp.pending_points
         chosen: list[np.ndarray] = []
         values: list[float] = []
         anchors = self._anchors(inp)
