@@ -186,8 +186,13 @@ class BreakerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.b = Breaker("machine", failures=self.FAILURES, reset_s=self.RESET,
-                         successes=self.SUCCESSES, clock=self.clock)  # fmt: skip
+        self.b = Breaker(
+            "machine",
+            failures=self.FAILURES,
+            reset_s=self.RESET,
+            successes=self.SUCCESSES,
+            clock=self.clock,
+        )
         self.mode = "closed"
         self.streak = 0  # consecutive failures while closed
         self.probe_ok = 0  # successful probes since the cool-down ended
@@ -242,8 +247,9 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 TestBreakerMachine = BreakerMachine.TestCase
-TestBreakerMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None,
-                                       derandomize=True)  # fmt: skip
+TestBreakerMachine.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None, derandomize=True
+)
 
 
 def test_call_async_counts_failures_and_not_cancellations() -> None:

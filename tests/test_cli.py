@@ -27,10 +27,15 @@ def test_every_top_level_verb_is_there() -> None:
 def test_doctor_tells_the_truth(redis_url: str, postgres_url: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "workbench.cli", "doctor", "--json"],
-        capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "WORKBENCH_REDIS_URL": redis_url,
-             "WORKBENCH_POSTGRES_URL": postgres_url},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WORKBENCH_REDIS_URL": redis_url,
+            "WORKBENCH_POSTGRES_URL": postgres_url,
+        },
+    )
     checks = {c["name"]: c for c in json.loads(out.stdout)}
     assert checks["Redis"]["ok"] is True and checks["Redis"]["value"] == redis_url
     assert checks["PostgreSQL"]["ok"] is True
@@ -41,10 +46,15 @@ def test_doctor_tells_the_truth(redis_url: str, postgres_url: str) -> None:
 def test_doctor_reports_unreachable_servers_with_the_url_tried() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "workbench.cli", "doctor", "--json"],
-        capture_output=True, text=True, check=True,
-        env={"PATH": "/usr/bin:/bin", "WORKBENCH_REDIS_URL": "redis://127.0.0.1:1/0",
-             "WORKBENCH_POSTGRES_URL": "postgresql://127.0.0.1:1/none"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WORKBENCH_REDIS_URL": "redis://127.0.0.1:1/0",
+            "WORKBENCH_POSTGRES_URL": "postgresql://127.0.0.1:1/none",
+        },
+    )
     checks = {c["name"]: c for c in json.loads(out.stdout)}
     assert checks["Redis"]["ok"] is False and checks["Redis"]["value"] == "redis://127.0.0.1:1/0"
     assert checks["PostgreSQL"]["ok"] is False

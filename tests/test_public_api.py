@@ -8,15 +8,27 @@ import pytest
 
 PUBLIC = {
     "workbench": [
-        "BackendUnavailable", "CapacityError", "ConfigError", "ConflictError", "InputError",
-        "NotFoundError", "PermissionDenied", "RateLimited", "Settings", "StorageFormatError",
-        "WaitTimeout", "WorkbenchError", "WorkbenchWarning", "__version__", "load_settings",
+        "BackendUnavailable",
+        "CapacityError",
+        "ConfigError",
+        "ConflictError",
+        "InputError",
+        "NotFoundError",
+        "PermissionDenied",
+        "RateLimited",
+        "Settings",
+        "StorageFormatError",
+        "WaitTimeout",
+        "WorkbenchError",
+        "WorkbenchWarning",
+        "__version__",
+        "load_settings",
     ],
     "workbench.analytics": [],
     "workbench.breaker": ["Breaker", "BreakerOpen", "BreakerSet", "TimeLimiter"],
     "workbench.cache": [],
     "workbench.router": [],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("module", sorted(PUBLIC))

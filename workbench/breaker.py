@@ -64,8 +64,9 @@ def _check_settings(name: str, failures: int, reset_s: float, successes: int) ->
             details={"field": "failures" if failures < 1 else "successes"},
         )
     if not reset_s > 0:
-        raise InputError(f"breaker {name!r}: reset_s must be > 0, got {reset_s}",
-                         details={"field": "reset_s"})  # fmt: skip
+        raise InputError(
+            f"breaker {name!r}: reset_s must be > 0, got {reset_s}", details={"field": "reset_s"}
+        )
 
 
 class Breaker:
@@ -267,8 +268,13 @@ class BreakerSet:
                     )
                 del self._breakers[idle]
                 _STATE.remove(idle)
-            b = Breaker(name, failures=self.failures, reset_s=self.reset_s,
-                        successes=self.successes, clock=self.clock)  # fmt: skip
+            b = Breaker(
+                name,
+                failures=self.failures,
+                reset_s=self.reset_s,
+                successes=self.successes,
+                clock=self.clock,
+            )
             self._breakers[name] = b
             return b
 
@@ -298,8 +304,10 @@ class TimeLimiter:
 
     def __init__(self, max_concurrent: int = 8) -> None:
         if max_concurrent < 1:
-            raise InputError(f"max_concurrent: must be >= 1, got {max_concurrent}",
-                             details={"field": "max_concurrent"})  # fmt: skip
+            raise InputError(
+                f"max_concurrent: must be >= 1, got {max_concurrent}",
+                details={"field": "max_concurrent"},
+            )
         self.max_concurrent = int(max_concurrent)
         self._slots = threading.BoundedSemaphore(self.max_concurrent)
 
@@ -336,8 +344,9 @@ class TimeLimiter:
 
         threading.Thread(target=work, name=f"wb-limited-{name}", daemon=True).start()
         if not done.wait(max(0.0, deadline - time.monotonic())):
-            raise WaitTimeout(f"{name} gave no result within {timeout_s:g} s",
-                              details={"timeoutS": timeout_s})  # fmt: skip
+            raise WaitTimeout(
+                f"{name} gave no result within {timeout_s:g} s", details={"timeoutS": timeout_s}
+            )
         if "error" in box:
             raise box["error"]
         return box["value"]

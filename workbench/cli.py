@@ -119,9 +119,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for m in run.measurements:
             met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[m.meets_target]
             table.add_row(
-                m.name, m.tool, m.metric, format_value(m.value, m.unit),
-                "" if m.target is None else f"{m.target:g}", met,
-            )  # fmt: skip
+                m.name,
+                m.tool,
+                m.metric,
+                format_value(m.value, m.unit),
+                "" if m.target is None else f"{m.target:g}",
+                met,
+            )
         console.print(table)
         data = run.to_dict()
         lines = [f"machine: {json.dumps(run.machine)}"]
@@ -155,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default 8080; 0 picks one)")
     p.add_argument("--workers", type=int, default=None, help="server processes (default 1)")
     p.add_argument(
-        "--insecure", action="store_true",
+        "--insecure",
+        action="store_true",
         help="allow a non-loopback address without WORKBENCH_API_TOKEN",
-    )  # fmt: skip
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="run benchmark suites; save JSON and a plotly report")
@@ -168,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="data/reports/bench.html", help="output HTML")
     p.add_argument("--list", action="store_true", help="list suites and exit")
     p.add_argument(
-        "--markdown", action="store_true",
+        "--markdown",
+        action="store_true",
         help="print the latest saved full runs as a Markdown table (no new run)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=_cmd_bench)
 
     for name in SUBSYSTEM_COMMANDS:

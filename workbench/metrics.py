@@ -36,9 +36,25 @@ M = TypeVar("M", Counter, Gauge, Histogram)
 
 #: Latency buckets (seconds) from 50 microseconds to 30 seconds.
 LATENCY_BUCKETS = (
-    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 def _make(cls: type[M], name: str, doc: str, labels: Sequence[str], **kw: Any) -> M:

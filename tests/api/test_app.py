@@ -82,8 +82,12 @@ def test_health_is_public_and_other_routes_need_the_token() -> None:
         assert body["success"] is True and body["data"]["status"] == "healthy"
         assert body["metadata"]["version"] == "1.0.0"
         assert r.headers["X-Request-Id"] == body["metadata"]["requestId"]
-        for method, path in [("GET", "/metrics"), ("GET", "/openapi.json"),
-                             ("POST", "/api/v1/demo/echo"), ("GET", "/no/such/route")]:  # fmt: skip
+        for method, path in [
+            ("GET", "/metrics"),
+            ("GET", "/openapi.json"),
+            ("POST", "/api/v1/demo/echo"),
+            ("GET", "/no/such/route"),
+        ]:
             r = await c.request(method, path)
             assert r.status == 401, path
             body = await r.json()
@@ -207,8 +211,12 @@ def test_openapi_document_is_valid_and_complete() -> None:
         r = await c.get("/openapi.json", headers=bearer(TOKEN))
         doc = await r.json()
         validate(doc)
-        assert set(doc["paths"]) >= {"/health", "/metrics", "/api/v1/demo/echo",
-                                     "/api/v1/demo/items/{item_id}"}  # fmt: skip
+        assert set(doc["paths"]) >= {
+            "/health",
+            "/metrics",
+            "/api/v1/demo/echo",
+            "/api/v1/demo/items/{item_id}",
+        }
         echo_op = doc["paths"]["/api/v1/demo/echo"]["post"]
         ref = echo_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert doc["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["name", "count"]

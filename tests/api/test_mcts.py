@@ -225,8 +225,9 @@ def test_rust_routes_raw_shapes() -> None:
         assert s["stats"]["searches"] == 2 and s["stats"]["feedbackReceived"] == 1
         models_before = len(client.app[MCTS_SERVICE_KEY]["service"].orchestrator.registry)
         for test_type, planned in (("simple", 50), ("complex", 200), ("load", 500)):
-            r = await client.post("/api/v1/ab-mcts-rust/test",
-                                  json={"testType": test_type, "agentCount": 7})  # fmt: skip
+            r = await client.post(
+                "/api/v1/ab-mcts-rust/test", json={"testType": test_type, "agentCount": 7}
+            )
             t = await r.json()
             assert r.status == 200 and t["success"] and t["testType"] == test_type
             assert t["result"]["iterations"] == planned == t["result"]["plannedIterations"]
@@ -252,8 +253,9 @@ def test_rust_search_is_rate_limited_per_client() -> None:
         r = await client.post("/api/v1/ab-mcts-rust/search", json=body)
         assert r.status == 429 and "Retry-After" in r.headers
         assert (await r.json())["error"]["code"] == "RATE_LIMITED"
-        r = await client.post("/api/v1/ab-mcts-rust/recommend",
-                              json={"context": ctx, "availableAgents": AGENTS})  # fmt: skip
+        r = await client.post(
+            "/api/v1/ab-mcts-rust/recommend", json={"context": ctx, "availableAgents": AGENTS}
+        )
         assert r.status == 200  # its own limit (the default 200 a minute)
 
     run_with_client(_app(rust_search_per_min=2), scenario)

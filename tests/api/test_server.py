@@ -41,10 +41,20 @@ def test_serve_answers_health_within_five_seconds(workers: int) -> None:
     port = free_port()
     env = dict(os.environ, WORKBENCH_API_TOKEN="serve-test-token")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port),
-         "--workers", str(workers)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     start = time.monotonic()
     try:
         status = None

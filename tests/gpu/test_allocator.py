@@ -380,9 +380,13 @@ def test_offline_device_gets_no_new_reservations() -> None:
 
 def _reading(device: int, used: int, procs: tuple[ProcessUsage, ...] = ()) -> DeviceReading:
     return DeviceReading(
-        index=device, timestamp=0, memory_total_bytes=24 * GIB, memory_used_bytes=used,
-        memory_free_bytes=24 * GIB - used, processes=procs,
-    )  # fmt: skip
+        index=device,
+        timestamp=0,
+        memory_total_bytes=24 * GIB,
+        memory_used_bytes=used,
+        memory_free_bytes=24 * GIB - used,
+        processes=procs,
+    )
 
 
 def test_reconcile_flags_both_directions() -> None:

@@ -16,10 +16,22 @@ def test_check_script_passes_on_the_simulated_backend(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.run(
-        [sys.executable, "-m", "workbench.gpu.check", "--simulated", "--quick",
-         "--seconds", "1", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "workbench.gpu.check",
+            "--simulated",
+            "--quick",
+            "--seconds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RESULT: PASS" in proc.stdout
     results = json.loads(out.read_text())

@@ -53,8 +53,12 @@ def test_execute_with_model_runs_the_task_with_its_context() -> None:
 def test_the_platform_model_table_is_the_default() -> None:
     assert set(DEFAULT_MODELS) == {"yolo-v8n", "clip-vit-b32", "sd3b", "sdxl-refiner"}
     assert DEFAULT_MODELS["sd3b"].to_platform() == {
-        "name": "sd3b", "type": "generation", "sizeGB": 6.0, "loadTimeMs": 15000, "priority": 3,
-    }  # fmt: skip
+        "name": "sd3b",
+        "type": "generation",
+        "sizeGB": 6.0,
+        "loadTimeMs": 15000,
+        "priority": 3,
+    }
 
 
 def test_unknown_model_is_not_found() -> None:

@@ -399,9 +399,10 @@ def select_expansion(tree: NaiveTree, p: list[float], rng: Rng) -> tuple[int, in
             expand = not nd.children or gen_beats_cont(tree, p, rng, node)
             if not expand:
                 pooled = (
-                    int(p[T.P_DIST]) != T.DIST_BETA and p[T.P_PRIOR_NU] == 1.0
+                    int(p[T.P_DIST]) != T.DIST_BETA
+                    and p[T.P_PRIOR_NU] == 1.0
                     and p[T.P_TWO_PLAYER] == 0.0
-                )  # fmt: skip
+                )
                 if pooled:
                     child = best_child_pooled(tree, p, rng, node, max_depth)
                 else:

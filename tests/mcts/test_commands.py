@@ -13,12 +13,21 @@ from workbench.cli import main
     "argv",
     [
         ["mcts", "search", "--iterations", "300", "--json"],
-        ["mcts", "search", "--task", "resample", "--algorithm", "uct", "--iterations", "50",
-         "--json"],
+        [
+            "mcts",
+            "search",
+            "--task",
+            "resample",
+            "--algorithm",
+            "uct",
+            "--iterations",
+            "50",
+            "--json",
+        ],
         ["mcts", "run", "--task", "game", "--iterations", "2000", "--json"],
         ["mcts", "orchestrate", "--agents", "a,b", "--iterations", "50", "--seed", "1", "--json"],
     ],
-)  # fmt: skip
+)
 def test_verbs_print_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)

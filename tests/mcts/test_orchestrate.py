@@ -172,8 +172,9 @@ def test_cancel_and_metrics() -> None:
 
     ev = threading.Event()
     ev.set()
-    r = Orchestrator().orchestrate({}, ["a", "b"], options=OrchestrationOptions(iterations=5000),
-                                   cancel=ev)  # fmt: skip
+    r = Orchestrator().orchestrate(
+        {}, ["a", "b"], options=OrchestrationOptions(iterations=5000), cancel=ev
+    )
     assert r.search_metrics["iterations"] == 0 and r.best_action == "fallback"
     text = metrics.render().decode()
     assert "workbench_mcts_orchestrations_total" in text
@@ -269,11 +270,17 @@ def test_orchestrate_async_matches_the_sync_path_and_runs_concurrently() -> None
     orc = Orchestrator()
 
     async def many() -> list:
-        return await asyncio.gather(*(
-            orc.orchestrate_async({"taskType": "qa"}, AGENTS, agent_call,
-                                  options=OrchestrationOptions(iterations=100, seed=i))
-            for i in range(12)
-        ))  # fmt: skip
+        return await asyncio.gather(
+            *(
+                orc.orchestrate_async(
+                    {"taskType": "qa"},
+                    AGENTS,
+                    agent_call,
+                    options=OrchestrationOptions(iterations=100, seed=i),
+                )
+                for i in range(12)
+            )
+        )
 
     results = asyncio.run(many())
     assert in_flight["max"] > 1  # the agent calls overlapped

@@ -8,12 +8,35 @@ import sys
 import workbench.mcts as mcts
 
 PUBLIC = [
-    "ABMCTSA", "ABMCTSM", "ALGORITHMS", "AgentOutcome", "Algorithm", "ModelRegistry",
-    "OrchestrationOptions", "OrchestrationResult", "Orchestrator", "SearchResult", "SearchState",
-    "ThompsonMCTS", "Tree", "Trial", "UCT", "abandon", "ask", "ask_batch", "feedback",
-    "get_algorithm", "init", "orchestrate", "register_algorithm", "search", "search_async",
-    "step", "tell", "warmup",
-]  # fmt: skip
+    "ABMCTSA",
+    "ABMCTSM",
+    "ALGORITHMS",
+    "AgentOutcome",
+    "Algorithm",
+    "ModelRegistry",
+    "OrchestrationOptions",
+    "OrchestrationResult",
+    "Orchestrator",
+    "SearchResult",
+    "SearchState",
+    "ThompsonMCTS",
+    "Tree",
+    "Trial",
+    "UCT",
+    "abandon",
+    "ask",
+    "ask_batch",
+    "feedback",
+    "get_algorithm",
+    "init",
+    "orchestrate",
+    "register_algorithm",
+    "search",
+    "search_async",
+    "step",
+    "tell",
+    "warmup",
+]
 
 
 def test_exported_members() -> None:

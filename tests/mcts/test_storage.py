@@ -103,8 +103,11 @@ def test_feedback_finds_orchestrations_saved_in_redis(redis_adapter) -> None:
 
     store = RedisStore(redis_adapter, ttl_s=60)
     first = Orchestrator(store=store)
-    r = first.orchestrate({"taskType": "qa"}, ["a", "b"], options=OrchestrationOptions(
-        iterations=50, seed=0, execute=False))  # fmt: skip
+    r = first.orchestrate(
+        {"taskType": "qa"},
+        ["a", "b"],
+        options=OrchestrationOptions(iterations=50, seed=0, execute=False),
+    )
     saved = store.load_result(r.orchestration_id)
     assert saved["bestAction"] == r.best_action and saved["taskType"] == "qa"
     other = Orchestrator(store=store)  # another process, or after the record expired

@@ -5,9 +5,19 @@ from __future__ import annotations
 import workbench.optimize as api
 
 PUBLIC = [
-    "Best", "Categorical", "Fixed", "Int", "LinearConstraint", "Optimizer", "Real",
-    "STRATEGIES", "SearchSpace", "Trial", "get_strategy", "register_strategy",
-]  # fmt: skip
+    "Best",
+    "Categorical",
+    "Fixed",
+    "Int",
+    "LinearConstraint",
+    "Optimizer",
+    "Real",
+    "STRATEGIES",
+    "SearchSpace",
+    "Trial",
+    "get_strategy",
+    "register_strategy",
+]
 
 
 def test_exported_members() -> None:

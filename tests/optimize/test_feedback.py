@@ -36,14 +36,16 @@ def simulated_records(n: int, rng: np.random.Generator) -> pd.DataFrame:
     for _ in range(n):
         t = float(rng.uniform(0.1, 1.0))
         tokens = int(rng.integers(100, 3000))
-        rows.append({
-            "task_type": "reasoning",
-            "parameters": {"temperature": t, "maxTokens": tokens, "topP": 0.9},
-            "latency_ms": 200 + tokens * 2.0,
-            "success": tokens > 150,
-            "quality": 0.9 - (t - 0.3) ** 2,
-            "cost": tokens * 1e-6,
-        })  # fmt: skip
+        rows.append(
+            {
+                "task_type": "reasoning",
+                "parameters": {"temperature": t, "maxTokens": tokens, "topP": 0.9},
+                "latency_ms": 200 + tokens * 2.0,
+                "success": tokens > 150,
+                "quality": 0.9 - (t - 0.3) ** 2,
+                "cost": tokens * 1e-6,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -69,8 +71,18 @@ def test_observe_updates_per_task_optimizers() -> None:
 def _learning_survives_a_restart(store: Any) -> None:
     first = FeedbackLearner(seed=0, store=store)
     first.observe(simulated_records(12, np.random.default_rng(1)))
-    first.observe([{"task_type": "code_generation", "parameters": {"temperature": 0.2},
-                    "latency_ms": 900, "success": True, "quality": 0.8, "cost": 0.0}])  # fmt: skip
+    first.observe(
+        [
+            {
+                "task_type": "code_generation",
+                "parameters": {"temperature": 0.2},
+                "latency_ms": 900,
+                "success": True,
+                "quality": 0.8,
+                "cost": 0.0,
+            }
+        ]
+    )
     again = FeedbackLearner(seed=0, store=store)
     assert set(again.optimizers) == {"reasoning", "code_generation"}
     for task in again.optimizers:
@@ -83,7 +95,9 @@ def _learning_survives_a_restart(store: Any) -> None:
 def test_learning_survives_a_restart_in_files(tmp_path: Any) -> None:
     _learning_survives_a_restart(FileStudyStore(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "parameters-code_generation.json", "parameters-reasoning.json"]  # fmt: skip
+        "parameters-code_generation.json",
+        "parameters-reasoning.json",
+    ]
 
 
 @pytest.mark.redis

@@ -80,8 +80,9 @@ def test_model_strategy_beats_its_warmup_on_a_simple_function() -> None:
 
 
 def test_ask_batch_pending_are_distinct_and_accounted() -> None:
-    opt = Optimizer({"x": Real(0, 1), "z": Real(0, 1)}, {"y": "maximize"},
-                    strategy=QLogNEI(n_init=4), seed=0)  # fmt: skip
+    opt = Optimizer(
+        {"x": Real(0, 1), "z": Real(0, 1)}, {"y": "maximize"}, strategy=QLogNEI(n_init=4), seed=0
+    )
     first = opt.ask_batch(4)
     for t in first:
         opt.tell(t, {"y": -((t.params["x"] - 0.5) ** 2)})
@@ -93,8 +94,12 @@ def test_ask_batch_pending_are_distinct_and_accounted() -> None:
 
 
 def test_thompson_batch_of_eight() -> None:
-    opt = Optimizer({"x": Real(0, 1), "z": Real(0, 1)}, {"y": "minimize"},
-                    strategy=ThompsonSampling(n_init=5), seed=0)  # fmt: skip
+    opt = Optimizer(
+        {"x": Real(0, 1), "z": Real(0, 1)},
+        {"y": "minimize"},
+        strategy=ThompsonSampling(n_init=5),
+        seed=0,
+    )
     for t in opt.ask_batch(6):
         opt.tell(t, {"y": (t.params["x"] - 0.2) ** 2 + t.params["z"]})
     batch = opt.ask_batch(8)
@@ -264,8 +269,12 @@ def test_qlognei_baseline_is_capped() -> None:
     rng = np.random.default_rng(3)
     caps = {}
     for cap in (4, 1000):
-        opt = Optimizer({"a": Real(0, 1), "b": Real(0, 1)}, objectives={"y": "maximize"},
-                        strategy=QLogNEI(max_baseline=cap), seed=1)  # fmt: skip
+        opt = Optimizer(
+            {"a": Real(0, 1), "b": Real(0, 1)},
+            objectives={"y": "maximize"},
+            strategy=QLogNEI(max_baseline=cap),
+            seed=1,
+        )
         for _ in range(24):
             t = opt.ask()
             opt.tell(t, {"y": float(rng.normal())})

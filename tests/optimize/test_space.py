@@ -33,9 +33,13 @@ def test_dim_and_columns() -> None:
 
 
 @given(
-    x=st.floats(-2, 3), lr=st.floats(1e-4, 1e-1), n=st.integers(1, 8),
-    tokens=st.integers(64, 4096), model=st.sampled_from(["a", "b", "c"]), beta=st.floats(0, 1),
-)  # fmt: skip
+    x=st.floats(-2, 3),
+    lr=st.floats(1e-4, 1e-1),
+    n=st.integers(1, 8),
+    tokens=st.integers(64, 4096),
+    model=st.sampled_from(["a", "b", "c"]),
+    beta=st.floats(0, 1),
+)
 @settings(max_examples=60, deadline=None)
 def test_encode_decode_round_trip(x, lr, n, tokens, model, beta) -> None:
     s = mixed_space()

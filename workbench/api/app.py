@@ -72,8 +72,14 @@ _STATUS_CODES = {
 }
 
 
-def _error(status: int, code: str, message: str, rid: str, details: Any = None,
-           headers: dict[str, str] | None = None) -> web.Response:  # fmt: skip
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    rid: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     return web.Response(
         text=dumps(error_body(code, message, rid, details)),
         status=status,
@@ -110,19 +116,23 @@ def _make_middleware(settings: Settings) -> Any:
             length = request.content_length
             if length is not None and length > limit:
                 return _error(
-                    413, "PAYLOAD_TOO_LARGE",
+                    413,
+                    "PAYLOAD_TOO_LARGE",
                     f"request body of {length} bytes exceeds the limit of {limit} bytes; "
-                    "send less or raise WORKBENCH_MAX_BODY_BYTES", rid,
+                    "send less or raise WORKBENCH_MAX_BODY_BYTES",
+                    rid,
                     {"limit": limit, "size": length},
-                )  # fmt: skip
+                )
             public = spec is not None and spec.public
             auth = request.headers.get("Authorization")
             if api_token is not None and not public and not _token_ok(auth, api_token, admin_token):
                 return _error(
-                    401, "UNAUTHORIZED",
+                    401,
+                    "UNAUTHORIZED",
                     "missing or invalid bearer token; send 'Authorization: Bearer <token>'",
-                    rid, headers={"WWW-Authenticate": 'Bearer realm="workbench"'},
-                )  # fmt: skip
+                    rid,
+                    headers={"WWW-Authenticate": 'Bearer realm="workbench"'},
+                )
             if spec is not None and spec.admin and not _token_ok(auth, admin_token):
                 why = (
                     "admin routes are disabled; set WORKBENCH_ADMIN_TOKEN to enable them"
@@ -179,8 +189,9 @@ def create_app(
     for router in routers:
         for spec in router.routes:
             per_min = rate_for(spec, settings)
-            limiter = None if per_min is None else RateLimiter(
-                per_min, name=f"{spec.method} {spec.path}")  # fmt: skip
+            limiter = (
+                None if per_min is None else RateLimiter(per_min, name=f"{spec.method} {spec.path}")
+            )
             app.router.add_route(spec.method, spec.path, make_aiohttp_handler(spec, limiter))
             specs.append(spec)
         app.on_startup.extend(router.on_startup)

@@ -143,10 +143,12 @@ async def list_reservations(req: ApiRequest) -> Any:
 
 
 @router.post(
-    "/reservations", body=ReservationBody, status=201,
+    "/reservations",
+    body=ReservationBody,
+    status=201,
     summary="Reserve VRAM (waits up to timeoutS; leased for leaseS unless renewed)",
     responses={409: "larger than any budget", 504: "no memory within timeoutS"},
-)  # fmt: skip
+)
 async def create_reservation(req: ApiRequest) -> Any:
     body: ReservationBody = req.body
     alloc = _service(req).allocator
@@ -156,9 +158,14 @@ async def create_reservation(req: ApiRequest) -> Any:
             details={"field": "device"},
         )
     request = alloc.reserve(
-        body.owner, body.size_bytes(), body.priority, body.timeout_s,
-        device=body.device, pid=body.pid, lease_s=body.lease_s,
-    )  # fmt: skip
+        body.owner,
+        body.size_bytes(),
+        body.priority,
+        body.timeout_s,
+        device=body.device,
+        pid=body.pid,
+        lease_s=body.lease_s,
+    )
     r = await request.acquire_async()
     return Reply(r.to_dict(), status=201, meta={"message": "VRAM reserved"})
 

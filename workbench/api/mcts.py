@@ -600,9 +600,15 @@ class AutoPilot:
                 heapq.heappush(self.queue, (1, next(self.counter), item))
             else:
                 self.metrics["abandonedTasks"] += 1
-                self.failed.append({"taskId": item["taskId"], "userRequest": item["userRequest"],
-                                    "failures": item["failures"], "error": str(exc),
-                                    "failedAt": _now()})  # fmt: skip
+                self.failed.append(
+                    {
+                        "taskId": item["taskId"],
+                        "userRequest": item["userRequest"],
+                        "failures": item["failures"],
+                        "error": str(exc),
+                        "failedAt": _now(),
+                    }
+                )
             return
         ms = (time.perf_counter() - t0) * 1000
         self.metrics["successfulRequests"] += 1
@@ -723,8 +729,14 @@ def _rust_options(svc: MctsService, o: RustOptions, *, execute: bool = False):
     )
 
 
-@router.post("/ab-mcts-rust/search", body=RustSearchBody, envelope=False, summary="Search (raw)",
-             rate_limit=100, rate_setting="mcts.rust_search_per_min")  # fmt: skip
+@router.post(
+    "/ab-mcts-rust/search",
+    body=RustSearchBody,
+    envelope=False,
+    summary="Search (raw)",
+    rate_limit=100,
+    rate_setting="mcts.rust_search_per_min",
+)
 async def rust_search(req: ApiRequest) -> Any:
     t0 = time.perf_counter()
     svc = service(req)
@@ -769,9 +781,14 @@ async def rust_search(req: ApiRequest) -> Any:
     }
 
 
-@router.post("/ab-mcts-rust/recommend", body=RustRecommendBody, envelope=False,
-             summary="Recommend agents", rate_limit=200,
-             rate_setting="mcts.rust_recommend_per_min")  # fmt: skip
+@router.post(
+    "/ab-mcts-rust/recommend",
+    body=RustRecommendBody,
+    envelope=False,
+    summary="Recommend agents",
+    rate_limit=200,
+    rate_setting="mcts.rust_recommend_per_min",
+)
 async def rust_recommend(req: ApiRequest) -> Any:
     t0 = time.perf_counter()
     svc = service(req)
@@ -850,8 +867,12 @@ async def rust_health(req: ApiRequest) -> Any:
 RUST_TESTS = {"simple": (50, 1.0), "complex": (200, 3.0), "load": (500, 10.0)}
 
 
-@router.post("/ab-mcts-rust/test", body=RustTestBody, envelope=False,
-             summary="Self-test: a search over synthetic agents")  # fmt: skip
+@router.post(
+    "/ab-mcts-rust/test",
+    body=RustTestBody,
+    envelope=False,
+    summary="Self-test: a search over synthetic agents",
+)
 async def rust_test(req: ApiRequest) -> Any:
     """Runs a search over ``agentCount`` synthetic agents on a private orchestrator (the
     service's models are not touched) and reports whether it finished inside the limit."""

@@ -154,8 +154,12 @@ router.on_startup.append(_startup)
 
 
 # ----- /api/v1/parameters --------------------------------------------------------------------
-@router.post("/parameters", body=ParameterRequest, envelope=False,
-             summary="Suggest LLM parameters for a request")  # fmt: skip
+@router.post(
+    "/parameters",
+    body=ParameterRequest,
+    envelope=False,
+    summary="Suggest LLM parameters for a request",
+)
 async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
     """The task's rule-based profile until feedback arrives, then the BO suggestion, clipped to
     the request's constraints."""
@@ -197,8 +201,12 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
     }
 
 
-@router.post("/parameters/feedback", body=FeedbackBatch, envelope=False,
-             summary="Learn from executions (one or many)")  # fmt: skip
+@router.post(
+    "/parameters/feedback",
+    body=FeedbackBatch,
+    envelope=False,
+    summary="Learn from executions (one or many)",
+)
 async def parameters_feedback(req: ApiRequest) -> dict[str, Any]:
     svc = _service(req)
     records = [f.model_dump() for f in req.body.executions]
@@ -222,8 +230,9 @@ async def parameters_analytics(req: ApiRequest) -> dict[str, Any]:
     return {"success": True, "taskTypes": tasks, "totalTasks": len(tasks)}
 
 
-@router.get("/parameters/health", envelope=False, public=True,
-            summary="Health of the parameter service")  # fmt: skip
+@router.get(
+    "/parameters/health", envelope=False, public=True, summary="Health of the parameter service"
+)
 async def parameters_health(req: ApiRequest) -> dict[str, Any]:
     svc = _service(req)
     return {"status": "healthy", "service": "parameters", "taskTypes": len(svc.learner.optimizers)}
@@ -251,8 +260,10 @@ async def _study(req: ApiRequest) -> Any:
         if await asyncio.to_thread(svc.store.exists, name):
             opt = svc.studies[name] = await asyncio.to_thread(svc.store.load, name)
     if opt is None:
-        raise NotFoundError(f"study {name!r} does not exist; create it with POST "
-                            f"/api/v1/optimize/{name}", details={"study": name})  # fmt: skip
+        raise NotFoundError(
+            f"study {name!r} does not exist; create it with POST /api/v1/optimize/{name}",
+            details={"study": name},
+        )
     return opt
 
 
@@ -263,23 +274,34 @@ async def create_study(req: ApiRequest) -> Reply:
 
     name = check_study_name(req.path["study"])
     if name.startswith(STUDY_PREFIX):
-        raise InputError(f"study names starting with {STUDY_PREFIX!r} are the per-task studies "
-                         "of /api/v1/parameters; choose another name",
-                         details={"field": "study"})  # fmt: skip
+        raise InputError(
+            f"study names starting with {STUDY_PREFIX!r} are the per-task studies "
+            "of /api/v1/parameters; choose another name",
+            details={"field": "study"},
+        )
     svc = _service(req)
     stored = svc.store is not None and await asyncio.to_thread(svc.store.exists, name)
     if name in svc.studies or stored:
         raise ConflictError(f"study {name!r} already exists", details={"study": name})
     body: StudyCreate = req.body
     space = SearchSpace.from_dict({"params": body.space})
-    opt = Optimizer(space, body.objectives, strategy=body.strategy, seed=body.seed,
-                    outcome_constraints=body.outcome_constraints, ref_point=body.ref_point,
-                    name=name)  # fmt: skip
+    opt = Optimizer(
+        space,
+        body.objectives,
+        strategy=body.strategy,
+        seed=body.seed,
+        outcome_constraints=body.outcome_constraints,
+        ref_point=body.ref_point,
+        name=name,
+    )
     async with svc.lock:
         await svc.save(opt)
         svc.studies[name] = opt
-    return Reply({"study": name, "space": space.to_dict(), "objectives": opt.objectives},
-                 status=201, meta={"message": "study created"})  # fmt: skip
+    return Reply(
+        {"study": name, "space": space.to_dict(), "objectives": opt.objectives},
+        status=201,
+        meta={"message": "study created"},
+    )
 
 
 @router.post("/optimize/{study}/ask", body=AskBody, summary="Suggest configurations")

@@ -49,9 +49,10 @@ Handler = Callable[["ApiRequest"], Awaitable[Any]]
 Hook = Callable[[web.Application], Awaitable[None]]
 
 _REQUESTS = metrics.counter(
-    "workbench_api_requests_total", "HTTP requests handled, by route and status",
+    "workbench_api_requests_total",
+    "HTTP requests handled, by route and status",
     ["route", "method", "status"],
-)  # fmt: skip
+)
 _LATENCY = metrics.histogram(
     "workbench_api_request_duration_seconds", "Time spent in route handlers", ["route", "method"]
 )
@@ -242,8 +243,10 @@ def rate_for(spec: RouteSpec, settings: Settings) -> float | None:
                     details={"key": spec.rate_setting},
                 ) from None
             if value < 0 or not math.isfinite(value):
-                raise ConfigError(f"invalid setting {spec.rate_setting}={raw!r}: must be >= 0",
-                                  details={"key": spec.rate_setting})  # fmt: skip
+                raise ConfigError(
+                    f"invalid setting {spec.rate_setting}={raw!r}: must be >= 0",
+                    details={"key": spec.rate_setting},
+                )
     return value if value > 0 else None
 
 

@@ -86,8 +86,11 @@ def serve(settings: Settings, *, insecure: bool = False) -> None:
     port = _pick_port(settings)
     logger.info(
         "workbench serving on http://%s:%d with %d worker(s), auth %s",
-        settings.host, port, settings.workers, "on" if settings.api_token else "off",
-    )  # fmt: skip
+        settings.host,
+        port,
+        settings.workers,
+        "on" if settings.api_token else "off",
+    )
     if settings.workers == 1:
         _run_worker(settings, port, reuse_port=False)
         return

@@ -77,11 +77,18 @@ def _table(readings: list[Any], infos: list[Any], title: str) -> Any:
             continue
         ecc = f"{_num(rd.ecc_corrected)}/{_num(rd.ecc_uncorrected)}"
         table.add_row(
-            str(rd.index), info.name, _gib(rd.memory_used_bytes), _gib(rd.memory_total_bytes),
-            _num(rd.utilization_pct), _num(rd.temperature_c), _num(rd.power_w, "{:.1f}"),
-            _num(rd.sm_clock_mhz), ",".join(rd.throttle_reasons) or "-", ecc,
+            str(rd.index),
+            info.name,
+            _gib(rd.memory_used_bytes),
+            _gib(rd.memory_total_bytes),
+            _num(rd.utilization_pct),
+            _num(rd.temperature_c),
+            _num(rd.power_w, "{:.1f}"),
+            _num(rd.sm_clock_mhz),
+            ",".join(rd.throttle_reasons) or "-",
+            ecc,
             str(len(rd.processes)),
-        )  # fmt: skip
+        )
     return table
 
 
@@ -188,9 +195,10 @@ def register(subparsers: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--simulated", action="store_true", help="use a simulated 24 GiB GPU")
         p.add_argument(
-            "--scenario", default=None,
+            "--scenario",
+            default=None,
             help="scripted simulated scenario: steady, leak, thermal, ecc, fall_off",
-        )  # fmt: skip
+        )
 
     p = verbs.add_parser("status", help="one reading of every device, with health")
     p.add_argument("--json", action="store_true", help="print JSON")

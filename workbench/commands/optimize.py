@@ -37,8 +37,14 @@ def _run(args: argparse.Namespace) -> int:
 
     problem = get_problem(args.problem)
     name = args.name or f"{problem.name}-{args.strategy}-{args.seed}"
-    opt = Optimizer(problem.space, problem.objectives, strategy=args.strategy, seed=args.seed,
-                    ref_point=problem.ref_point, name=name)  # fmt: skip
+    opt = Optimizer(
+        problem.space,
+        problem.objectives,
+        strategy=args.strategy,
+        seed=args.seed,
+        ref_point=problem.ref_point,
+        name=name,
+    )
     with tqdm(total=args.budget, desc=problem.name, file=sys.stderr) as bar:
         while len(opt.completed) < args.budget:
             n = min(args.batch, args.budget - len(opt.completed))
@@ -71,8 +77,11 @@ def _show(args: argparse.Namespace) -> int:
     from workbench.optimize import Optimizer
 
     path = Path(args.study)
-    opt = Optimizer.load(path) if path.suffix == ".json" or path.is_file() else \
-        _store().load(args.study)  # fmt: skip
+    opt = (
+        Optimizer.load(path)
+        if path.suffix == ".json" or path.is_file()
+        else _store().load(args.study)
+    )
     if args.json:
         print(json.dumps(opt.to_dict(), indent=2))
         return 0

@@ -263,9 +263,14 @@ class VramAllocator:
             True. Hand the reservation back with :meth:`release_model` when done.
         """
         req = self.model_request(
-            model, nbytes, keep_alive_s=keep_alive_s, priority=priority, timeout=timeout,
-            device=device, pid=pid,
-        )  # fmt: skip
+            model,
+            nbytes,
+            keep_alive_s=keep_alive_s,
+            priority=priority,
+            timeout=timeout,
+            device=device,
+            pid=pid,
+        )
         r = req.acquire()
         return r, req.fresh
 
@@ -450,12 +455,14 @@ class VramAllocator:
                     "free_bytes": self._budget[d] - self._used[d],
                     "evictable_bytes": self._evictable[d],
                     "models": sorted(
-                        r.model for rs in self._models.values() for r in rs
+                        r.model
+                        for rs in self._models.values()
+                        for r in rs
                         if r.device == d and r.model
                     ),
                 }
                 for d in self._devices
-            ]  # fmt: skip
+            ]
             return {
                 "devices": devices,
                 "reservations": len(self._res),
@@ -651,9 +658,15 @@ class VramAllocator:
             return None
         req.fresh = True
         return self._grant(
-            req.owner, req.nbytes, req.priority, d, req.pid, req.lease_s, req.model,
+            req.owner,
+            req.nbytes,
+            req.priority,
+            d,
+            req.pid,
+            req.lease_s,
+            req.model,
             req.keep_alive_s,
-        )  # fmt: skip
+        )
 
     def _acquire(self, req: ReservationRequest) -> Reservation:
         w: _Waiter | None = None

@@ -42,10 +42,17 @@ from workbench.gpu.types import GIB, MIB, DeviceBackend
 __all__ = ["main", "run_checks"]
 
 _FIELDS = (
-    "memory_used_bytes", "utilization_pct", "memory_utilization_pct", "temperature_c",
-    "power_w", "power_limit_w", "sm_clock_mhz", "memory_clock_mhz", "ecc_corrected",
+    "memory_used_bytes",
+    "utilization_pct",
+    "memory_utilization_pct",
+    "temperature_c",
+    "power_w",
+    "power_limit_w",
+    "sm_clock_mhz",
+    "memory_clock_mhz",
+    "ecc_corrected",
     "ecc_uncorrected",
-)  # fmt: skip
+)
 
 
 class _Step:
@@ -521,15 +528,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="monitor duration (default 5)")
     parser.add_argument("--quick", action="store_true", help="fewer allocator iterations")
     parser.add_argument(
-        "--framework", choices=("auto", "torch", "cupy", "none"), default="auto",
+        "--framework",
+        choices=("auto", "torch", "cupy", "none"),
+        default="auto",
         help="what allocates real GPU memory (default: torch, else cupy)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     try:
         results = run_checks(
-            simulated=args.simulated, hz=args.hz, seconds=args.seconds, quick=args.quick,
+            simulated=args.simulated,
+            hz=args.hz,
+            seconds=args.seconds,
+            quick=args.quick,
             framework=args.framework,
-        )  # fmt: skip
+        )
     except Exception as exc:  # no backend at all: say so and still write the JSON
         results = {"version": 1, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         print(f"GPU check could not start: {results['error']}", file=sys.stderr)

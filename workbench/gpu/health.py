@@ -121,39 +121,67 @@ def evaluate(
         if temp is not None and temp >= t.temperature_warning_c:
             crit = temp >= t.temperature_critical_c
             limit = t.temperature_critical_c if crit else t.temperature_warning_c
-            add(HealthIssue(
-                d, "temperature", "critical" if crit else "warning",
-                f"device {d} at {temp:.0f} °C (threshold {limit:.0f} °C)", temp, limit,
-            ))  # fmt: skip
+            add(
+                HealthIssue(
+                    d,
+                    "temperature",
+                    "critical" if crit else "warning",
+                    f"device {d} at {temp:.0f} °C (threshold {limit:.0f} °C)",
+                    temp,
+                    limit,
+                )
+            )
         bad = [r for r in rd.throttle_reasons if r in t.throttle_reasons]
         if bad:
-            add(HealthIssue(
-                d, "throttling", "warning",
-                f"device {d} clocks throttled: {', '.join(bad)}", bad, list(t.throttle_reasons),
-            ))  # fmt: skip
+            add(
+                HealthIssue(
+                    d,
+                    "throttling",
+                    "warning",
+                    f"device {d} clocks throttled: {', '.join(bad)}",
+                    bad,
+                    list(t.throttle_reasons),
+                )
+            )
         if rd.ecc_uncorrected is not None and rd.ecc_uncorrected >= t.ecc_uncorrected_critical:
-            add(HealthIssue(
-                d, "ecc_uncorrected", "critical",
-                f"device {d} has {rd.ecc_uncorrected} uncorrected ECC error(s) since driver "
-                "load; drain it and reset", rd.ecc_uncorrected, t.ecc_uncorrected_critical,
-            ))  # fmt: skip
+            add(
+                HealthIssue(
+                    d,
+                    "ecc_uncorrected",
+                    "critical",
+                    f"device {d} has {rd.ecc_uncorrected} uncorrected ECC error(s) since driver "
+                    "load; drain it and reset",
+                    rd.ecc_uncorrected,
+                    t.ecc_uncorrected_critical,
+                )
+            )
         if rd.ecc_corrected is not None and rd.ecc_corrected >= t.ecc_corrected_warning:
-            add(HealthIssue(
-                d, "ecc_corrected", "warning",
-                f"device {d} has {rd.ecc_corrected} corrected ECC error(s) since driver load",
-                rd.ecc_corrected, t.ecc_corrected_warning,
-            ))  # fmt: skip
+            add(
+                HealthIssue(
+                    d,
+                    "ecc_corrected",
+                    "warning",
+                    f"device {d} has {rd.ecc_corrected} corrected ECC error(s) since driver load",
+                    rd.ecc_corrected,
+                    t.ecc_corrected_warning,
+                )
+            )
         used, total = rd.memory_used_bytes, rd.memory_total_bytes
         if used is not None and total:
             frac = used / total
             if frac >= t.memory_warning_fraction:
                 crit = frac >= t.memory_critical_fraction
                 limit = t.memory_critical_fraction if crit else t.memory_warning_fraction
-                add(HealthIssue(
-                    d, "memory_pressure", "critical" if crit else "warning",
-                    f"device {d} memory {frac:.0%} used (threshold {limit:.0%})",
-                    round(frac, 4), limit,
-                ))  # fmt: skip
+                add(
+                    HealthIssue(
+                        d,
+                        "memory_pressure",
+                        "critical" if crit else "warning",
+                        f"device {d} memory {frac:.0%} used (threshold {limit:.0%})",
+                        round(frac, 4),
+                        limit,
+                    )
+                )
     return issues
 
 

@@ -100,16 +100,28 @@ def reconcile_ledger(
             }
         )
         if unaccounted is not None and unaccounted > tolerance_bytes:
-            findings.append(ReconcileFinding(
-                "used_unreserved", d, unaccounted, None, None,
-                f"device {d}: {unaccounted / GIB:.2f} GiB in use beyond reservations "
-                "and baseline (a leak, or a process that did not reserve)",
-            ))  # fmt: skip
+            findings.append(
+                ReconcileFinding(
+                    "used_unreserved",
+                    d,
+                    unaccounted,
+                    None,
+                    None,
+                    f"device {d}: {unaccounted / GIB:.2f} GiB in use beyond reservations "
+                    "and baseline (a leak, or a process that did not reserve)",
+                )
+            )
         elif unaccounted is not None and unaccounted < -tolerance_bytes:
-            findings.append(ReconcileFinding(
-                "reserved_unused", d, -unaccounted, None, None,
-                f"device {d}: {-unaccounted / GIB:.2f} GiB reserved but not in use",
-            ))  # fmt: skip
+            findings.append(
+                ReconcileFinding(
+                    "reserved_unused",
+                    d,
+                    -unaccounted,
+                    None,
+                    None,
+                    f"device {d}: {-unaccounted / GIB:.2f} GiB reserved but not in use",
+                )
+            )
         by_pid: dict[int, list[Reservation]] = {}
         for r in held:
             if r.device == d and r.pid is not None:
@@ -132,32 +144,56 @@ def reconcile_ledger(
             if not rs:
                 if p.used_bytes > tolerance_bytes:
                     where = "" if p.visible else " (pid from another namespace)"
-                    findings.append(ReconcileFinding(
-                        "used_unreserved", d, p.used_bytes, p.pid, None,
-                        f"pid {p.pid}{where} uses {p.used_bytes / GIB:.2f} GiB on device "
-                        f"{d} without a reservation",
-                    ))  # fmt: skip
+                    findings.append(
+                        ReconcileFinding(
+                            "used_unreserved",
+                            d,
+                            p.used_bytes,
+                            p.pid,
+                            None,
+                            f"pid {p.pid}{where} uses {p.used_bytes / GIB:.2f} GiB on device "
+                            f"{d} without a reservation",
+                        )
+                    )
                 continue
             promised = sum(r.nbytes for r in rs)
             if p.used_bytes > promised + tolerance_bytes:
-                findings.append(ReconcileFinding(
-                    "over_reservation", d, p.used_bytes - promised, p.pid, rs[0].owner,
-                    f"pid {p.pid} ({rs[0].owner}) uses {p.used_bytes / GIB:.2f} GiB, "
-                    f"{(p.used_bytes - promised) / GIB:.2f} GiB more than reserved",
-                ))  # fmt: skip
+                findings.append(
+                    ReconcileFinding(
+                        "over_reservation",
+                        d,
+                        p.used_bytes - promised,
+                        p.pid,
+                        rs[0].owner,
+                        f"pid {p.pid} ({rs[0].owner}) uses {p.used_bytes / GIB:.2f} GiB, "
+                        f"{(p.used_bytes - promised) / GIB:.2f} GiB more than reserved",
+                    )
+                )
             elif p.used_bytes + tolerance_bytes < promised:
-                findings.append(ReconcileFinding(
-                    "reserved_unused", d, promised - p.used_bytes, p.pid, rs[0].owner,
-                    f"pid {p.pid} ({rs[0].owner}) reserved {promised / GIB:.2f} GiB "
-                    f"but uses {p.used_bytes / GIB:.2f} GiB",
-                ))  # fmt: skip
+                findings.append(
+                    ReconcileFinding(
+                        "reserved_unused",
+                        d,
+                        promised - p.used_bytes,
+                        p.pid,
+                        rs[0].owner,
+                        f"pid {p.pid} ({rs[0].owner}) reserved {promised / GIB:.2f} GiB "
+                        f"but uses {p.used_bytes / GIB:.2f} GiB",
+                    )
+                )
         if rd.processes:
             for pid, rs in by_pid.items():
                 promised = sum(r.nbytes for r in rs)
                 if pid not in seen and promised > tolerance_bytes:
-                    findings.append(ReconcileFinding(
-                        "reserved_unused", d, promised, pid, rs[0].owner,
-                        f"pid {pid} ({rs[0].owner}) reserved {promised / GIB:.2f} GiB on "
-                        f"device {d} and uses none",
-                    ))  # fmt: skip
+                    findings.append(
+                        ReconcileFinding(
+                            "reserved_unused",
+                            d,
+                            promised,
+                            pid,
+                            rs[0].owner,
+                            f"pid {pid} ({rs[0].owner}) reserved {promised / GIB:.2f} GiB on "
+                            f"device {d} and uses none",
+                        )
+                    )
     return ReconcileReport(devices, findings, tolerance_bytes)

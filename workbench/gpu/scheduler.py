@@ -163,9 +163,14 @@ class Job:
     )
 
     def __init__(
-        self, jid: str, model: str, task: Callable[[JobContext], Any], priority: int,
-        timeout: float | None, now: float,
-    ) -> None:  # fmt: skip
+        self,
+        jid: str,
+        model: str,
+        task: Callable[[JobContext], Any],
+        priority: int,
+        timeout: float | None,
+        now: float,
+    ) -> None:
         self.id = jid
         self.model = model
         self.task = task
@@ -388,9 +393,12 @@ class VisionScheduler:
             spec = self.models.get(r.model or "")
             info: dict[str, Any] = spec.to_platform() if spec else {"name": r.model}
             info.update(
-                loaded=True, lastUsed=r.last_used, device=r.device, users=r.refs,
+                loaded=True,
+                lastUsed=r.last_used,
+                device=r.device,
+                users=r.refs,
                 idleExpiresAt=r.idle_expires_at,
-            )  # fmt: skip
+            )
             out.append(info)
         return out
 
@@ -406,9 +414,13 @@ class VisionScheduler:
     # -- internals -----------------------------------------------------------------------
 
     def _emit(
-        self, kind: str, model: str, job_id: str | None, device: int | None,
+        self,
+        kind: str,
+        model: str,
+        job_id: str | None,
+        device: int | None,
         detail: Mapping[str, Any] | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         ev = SchedulerEvent(kind, self._clock(), model, job_id, device, detail)
         with self._lock:
             self._events.append(ev)
@@ -463,9 +475,14 @@ class VisionScheduler:
         r = None
         try:
             req = self.allocator.model_request(
-                spec.name, spec.size_bytes, keep_alive_s=spec.keep_alive_s,
-                priority=job.priority, timeout=job.timeout, device=device, pid=self.pid,
-            )  # fmt: skip
+                spec.name,
+                spec.size_bytes,
+                keep_alive_s=spec.keep_alive_s,
+                priority=job.priority,
+                timeout=job.timeout,
+                device=device,
+                pid=self.pid,
+            )
             r = req.acquire()
             handle = self._ensure_loaded(spec, r.id, device, req.fresh, job.id)
             t0 = self._clock()
@@ -503,9 +520,15 @@ class VisionScheduler:
         return entry.handle
 
     def _finish(
-        self, job: Job, device: int, status: str, *, result: Any = None,
-        error: BaseException | None = None, run_s: float | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        job: Job,
+        device: int,
+        status: str,
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+        run_s: float | None = None,
+    ) -> None:
         with self._lock:
             job.status = status
             job.finished_at = self._clock()

@@ -200,9 +200,12 @@ class VisionService:
         self.health.add_listener(self._on_health)
         exporter = PrometheusExporter(self.backend) if export_metrics else None
         self.monitor = GpuMonitor(
-            self.backend, self.config.monitor_hz, health=self.health, exporter=exporter,
+            self.backend,
+            self.config.monitor_hz,
+            health=self.health,
+            exporter=exporter,
             allocator=self.allocator,
-        )  # fmt: skip
+        )
         self._external: dict[str, _External] = {}
         self._lock = threading.Lock()
         self._janitor: threading.Event | None = None

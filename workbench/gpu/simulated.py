@@ -249,9 +249,11 @@ class SimulatedBackend:
             dev = self._devices[index]
             if dev.lost:
                 return DeviceReading(
-                    index=index, timestamp=now, available=False,
+                    index=index,
+                    timestamp=now,
+                    available=False,
                     error=f"device {index} is lost (simulated fall off the bus)",
-                )  # fmt: skip
+                )
             leaked = dev.leaked + (dev.leak_rate * (now - dev.leak_since) if dev.leak_rate else 0)
             procs = sum(dev.procs.values())
             used = min(self._total, self._reserved + procs + dev.external + int(leaked))

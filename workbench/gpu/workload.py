@@ -172,9 +172,14 @@ def run_vision_workload(
         check_ledger()
         with lock:
             result.events.append(
-                {"kind": ev.kind, "time": sim_now(), "model": ev.reservation.model,
-                 "owner": ev.reservation.owner, "nbytes": ev.reservation.nbytes}
-            )  # fmt: skip
+                {
+                    "kind": ev.kind,
+                    "time": sim_now(),
+                    "model": ev.reservation.model,
+                    "owner": ev.reservation.owner,
+                    "nbytes": ev.reservation.nbytes,
+                }
+            )
 
     sched.add_listener(on_sched)
     alloc.add_listener(on_alloc)

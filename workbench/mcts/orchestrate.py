@@ -370,8 +370,9 @@ class Orchestrator:
         self.registry = registry if registry is not None else ModelRegistry()
         self.store = store
         self.persist_trees = persist_trees
-        self.breakers = breakers if breakers is not None else BreakerSet(
-            failures=3, reset_s=30.0, successes=2)  # fmt: skip
+        self.breakers = (
+            breakers if breakers is not None else BreakerSet(failures=3, reset_s=30.0, successes=2)
+        )
         self.limiter = TimeLimiter(max_agent_calls)
         self.max_records = max_records
         self.max_trees = max_trees
@@ -416,7 +417,8 @@ class Orchestrator:
                 t_call = time.perf_counter()
                 try:
                     outcome = self.breakers.get(agent).call(
-                        self.limiter.call, run, limit, agent, context)  # fmt: skip
+                        self.limiter.call, run, limit, agent, context
+                    )
                 except BreakerOpen:
                     skipped.append(agent)
                     continue
@@ -456,7 +458,8 @@ class Orchestrator:
                 t_call = time.perf_counter()
                 try:
                     outcome = await self.breakers.get(agent).call_async(
-                        self._run_async, run, limit, agent, context)  # fmt: skip
+                        self._run_async, run, limit, agent, context
+                    )
                 except BreakerOpen:
                     skipped.append(agent)
                     continue
@@ -476,8 +479,10 @@ class Orchestrator:
         try:
             out = await asyncio.wait_for(run(agent, context), limit)
         except TimeoutError:
-            raise WaitTimeout(f"agent {agent!r} gave no result within {limit:g} s",
-                              details={"agent": agent, "timeoutS": limit}) from None  # fmt: skip
+            raise WaitTimeout(
+                f"agent {agent!r} gave no result within {limit:g} s",
+                details={"agent": agent, "timeoutS": limit},
+            ) from None
         if not isinstance(out, AgentOutcome):
             raise TypeError(f"executor returned {type(out).__name__}, not AgentOutcome")
         return out
@@ -534,8 +539,20 @@ class Orchestrator:
                 break
         search_s = time.perf_counter() - t0
         best = self._greedy_path(tree, 0)
-        return _Plan(t0, opts, oid, task_type, agents, tree, seed, done, float(budget), search_s,
-                     best, self._alternatives(tree, best))  # fmt: skip
+        return _Plan(
+            t0,
+            opts,
+            oid,
+            task_type,
+            agents,
+            tree,
+            seed,
+            done,
+            float(budget),
+            search_s,
+            best,
+            self._alternatives(tree, best),
+        )
 
     def _finish(
         self,

@@ -208,8 +208,10 @@ def maximize_acqf(
         n_local_starts = 1 if len(pool) > n_global else 0
         starts: list[np.ndarray] = []
         restarts = options.mixed_restarts if space.is_mixed else options.restarts
-        for part, quota in ((np.arange(n_global), restarts - n_local_starts),
-                            (np.arange(n_global, len(pool)), n_local_starts)):  # fmt: skip
+        for part, quota in (
+            (np.arange(n_global), restarts - n_local_starts),
+            (np.arange(n_global, len(pool)), n_local_starts),
+        ):
             taken = 0
             for i in part[np.argsort(-values[part])] if len(part) else []:
                 if taken >= quota:

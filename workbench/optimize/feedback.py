@@ -42,9 +42,11 @@ from workbench.optimize.space import Int, Real
 __all__ = ["ConvergenceReport", "FeedbackLearner", "convergence_report"]
 
 _ALIASES = {
-    "maxTokens": "max_tokens", "topP": "top_p", "presencePenalty": "presence_penalty",
+    "maxTokens": "max_tokens",
+    "topP": "top_p",
+    "presencePenalty": "presence_penalty",
     "frequencyPenalty": "frequency_penalty",
-}  # fmt: skip
+}
 _REQUIRED = ("task_type", "parameters", "latency_ms", "success", "quality", "cost")
 STUDY_PREFIX = "parameters-"
 TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
@@ -94,8 +96,9 @@ def convergence_report(opt: Optimizer, *, tolerance: float = 0.01) -> Convergenc
         return ConvergenceReport(0, None, None, None, None, None, "exploring", False)
     best = opt.best()
     if len(done) < 5:
-        return ConvergenceReport(len(done), best.value, best.params, None, None, None,
-                                 "exploring", False)  # fmt: skip
+        return ConvergenceReport(
+            len(done), best.value, best.params, None, None, None, "exploring", False
+        )
     from workbench.optimize.acquisition import candidate_pool
     from workbench.optimize.models import configure_torch, fit_gp
 
@@ -122,8 +125,9 @@ def convergence_report(opt: Optimizer, *, tolerance: float = 0.01) -> Convergenc
         status = "converging"
     else:
         status = "exploring"
-    return ConvergenceReport(len(done), best.value, best.params, mean, std, ei_max, status,
-                             status == "converged")  # fmt: skip
+    return ConvergenceReport(
+        len(done), best.value, best.params, mean, std, ei_max, status, status == "converged"
+    )
 
 
 class FeedbackLearner:
@@ -218,8 +222,10 @@ class FeedbackLearner:
                 except (TypeError, ValueError):
                     value = math.nan
                 if not math.isfinite(value):
-                    raise InputError(f"parameter {k!r}={v!r} must be a finite number",
-                                     details={"field": f"parameters.{k}"})  # fmt: skip
+                    raise InputError(
+                        f"parameter {k!r}={v!r} must be a finite number",
+                        details={"field": f"parameters.{k}"},
+                    )
                 value = min(max(value, p.low), p.high)
                 out[key] = round(value) if isinstance(p, Int) else value
         return out
@@ -245,8 +251,9 @@ class FeedbackLearner:
         if hasattr(records, "to_dict") and hasattr(records, "columns"):
             missing = [c for c in _REQUIRED if c not in records.columns]
             if missing:
-                raise InputError(f"execution records lack column(s) {missing}",
-                                 details={"field": missing[0]})  # fmt: skip
+                raise InputError(
+                    f"execution records lack column(s) {missing}", details={"field": missing[0]}
+                )
             rows = records.to_dict("records")
         else:
             rows = list(records)
@@ -259,22 +266,30 @@ class FeedbackLearner:
             task = self.check_task_type(row["task_type"])
             raw = row["parameters"] or {}
             if not isinstance(raw, Mapping):
-                raise InputError(f"record {i}: parameters must be a mapping, not {raw!r}",
-                                 details={"field": "parameters"})  # fmt: skip
+                raise InputError(
+                    f"record {i}: parameters must be a mapping, not {raw!r}",
+                    details={"field": "parameters"},
+                )
             quality = row["quality"]
-            ok = bool(row["success"]) and quality is not None and not (
-                isinstance(quality, float) and math.isnan(quality))  # fmt: skip
+            ok = (
+                bool(row["success"])
+                and quality is not None
+                and not (isinstance(quality, float) and math.isnan(quality))
+            )
             value = None
             if ok:
                 try:
-                    value = self.score(float(quality), float(row["latency_ms"]),
-                                       float(row["cost"]))  # fmt: skip
+                    value = self.score(float(quality), float(row["latency_ms"]), float(row["cost"]))
                 except (TypeError, ValueError) as exc:
-                    raise InputError(f"record {i}: quality, latency_ms and cost must be numbers",
-                                     details={"field": "quality"}) from exc  # fmt: skip
+                    raise InputError(
+                        f"record {i}: quality, latency_ms and cost must be numbers",
+                        details={"field": "quality"},
+                    ) from exc
                 if not math.isfinite(value):
-                    raise InputError(f"record {i}: quality, latency_ms and cost must be finite",
-                                     details={"field": "quality"})  # fmt: skip
+                    raise InputError(
+                        f"record {i}: quality, latency_ms and cost must be finite",
+                        details={"field": "quality"},
+                    )
             prepared.append((task, self._params(task, dict(raw)), value))
         new_tasks = {task for task, _, _ in prepared if task not in self.optimizers}
         if len(self.optimizers) + len(new_tasks) > self.max_task_types:

@@ -127,9 +127,10 @@ class ModelState:
             "dim": self.dim,
             "outputs": self.outputs,
             "n_at_full_fit": self.n_at_full_fit,
-            "mll_at_full_fit": None if not math.isfinite(self.mll_at_full_fit)
+            "mll_at_full_fit": None
+            if not math.isfinite(self.mll_at_full_fit)
             else self.mll_at_full_fit,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ModelState | None:
@@ -392,8 +393,14 @@ def lean_posterior_model(model: Any) -> Any:
         def batch_shape(self) -> Any:
             return torch.Size([])
 
-        def posterior(self, X: Any, output_indices: Any = None, observation_noise: Any = False,
-                      posterior_transform: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        def posterior(
+            self,
+            X: Any,
+            output_indices: Any = None,
+            observation_noise: Any = False,
+            posterior_transform: Any = None,
+            **kwargs: Any,
+        ) -> Any:
             k_xt = kern(X, x_train)  # (..., q, n)
             mean = constant + (k_xt @ alpha).squeeze(-1)
             v = torch.linalg.solve_triangular(chol, k_xt.transpose(-1, -2), upper=False)

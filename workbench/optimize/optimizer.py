@@ -49,8 +49,7 @@ _SUGGEST_SECONDS = histogram(
 )
 _TRIALS = counter("workbench_optimize_trials_total", "Trials told, by status", ["status"])
 
-_DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize",
-               "max": "maximize"}  # fmt: skip
+_DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
 
 
 @dataclass(frozen=True)
@@ -87,10 +86,11 @@ class Trial:
             id=int(data["id"]),
             params=dict(data["params"]),
             status=str(data["status"]),
-            outcomes=None if data.get("outcomes") is None else
-            {k: float(v) for k, v in data["outcomes"].items()},
+            outcomes=None
+            if data.get("outcomes") is None
+            else {k: float(v) for k, v in data["outcomes"].items()},
             created_s=float(data.get("created_s", 0.0)),
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,12 @@ class Best:
         yield self.value
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": self.params, "value": self.value, "trial_id": self.trial_id,
-                "outcomes": self.outcomes}  # fmt: skip
+        return {
+            "params": self.params,
+            "value": self.value,
+            "trial_id": self.trial_id,
+            "outcomes": self.outcomes,
+        }
 
 
 def _parse_outcome_constraints(
@@ -322,16 +326,21 @@ class Optimizer:
             try:
                 out[str(k)] = float(v)
             except (TypeError, ValueError):
-                raise InputError(f"outcome {k!r}={v!r} is not a number",
-                                 details={"field": k}) from None  # fmt: skip
+                raise InputError(
+                    f"outcome {k!r}={v!r} is not a number", details={"field": k}
+                ) from None
         missing = [n for n in self.outcome_names if n not in out]
         if missing:
-            raise InputError(f"outcome(s) {missing} missing; this study needs {self.outcome_names}",
-                             details={"field": missing[0]})  # fmt: skip
+            raise InputError(
+                f"outcome(s) {missing} missing; this study needs {self.outcome_names}",
+                details={"field": missing[0]},
+            )
         bad = [n for n in self.outcome_names if not math.isfinite(out[n])]
         if bad:
-            raise InputError(f"outcome(s) {bad} are not finite; tell failed=True instead",
-                             details={"field": bad[0]})  # fmt: skip
+            raise InputError(
+                f"outcome(s) {bad} are not finite; tell failed=True instead",
+                details={"field": bad[0]},
+            )
         return out
 
     def tell(
@@ -363,8 +372,9 @@ class Optimizer:
             return new
         tid = trial if isinstance(trial, int) else trial.id
         if not 0 <= tid < len(self.trials):
-            raise NotFoundError(f"trial {tid} does not exist in study {self.name!r}",
-                                details={"trial_id": tid})  # fmt: skip
+            raise NotFoundError(
+                f"trial {tid} does not exist in study {self.name!r}", details={"trial_id": tid}
+            )
         current = self.trials[tid]
         if current.status != "pending":
             if current.status == status and current.outcomes == values:
@@ -451,8 +461,11 @@ class Optimizer:
         if ref is None:
             raise InputError("a reference point is needed (pass ref_point)")
         feasible = self._feasible(self.completed)
-        y = self._outcome_matrix(feasible)[:, : len(self.objectives)] if feasible else \
-            np.zeros((0, len(self.objectives)))  # fmt: skip
+        y = (
+            self._outcome_matrix(feasible)[:, : len(self.objectives)]
+            if feasible
+            else np.zeros((0, len(self.objectives)))
+        )
         r = np.array([ref[n] * self._sign(n) for n in self.objectives])
         return hypervolume(y, r)
 
@@ -518,5 +531,7 @@ class Optimizer:
         return load_file(path)
 
     def __repr__(self) -> str:
-        return (f"Optimizer(name={self.name!r}, strategy={self.strategy_name!r}, "
-                f"trials={len(self.trials)}, objectives={self.objectives})")  # fmt: skip
+        return (
+            f"Optimizer(name={self.name!r}, strategy={self.strategy_name!r}, "
+            f"trials={len(self.trials)}, objectives={self.objectives})"
+        )

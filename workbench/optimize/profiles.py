@@ -32,13 +32,36 @@ __all__ = [
 ]
 
 TASK_TYPES = (
-    "code_generation", "code_review", "code_debugging", "code_explanation", "code_refactoring",
-    "data_analysis", "text_analysis", "document_analysis", "research", "creative_writing",
-    "content_generation", "brainstorming", "story_generation", "factual_qa", "reasoning",
-    "explanation", "tutorial", "casual_chat", "professional_consultation", "technical_support",
-    "translation", "summarization", "classification", "extraction", "image_analysis",
-    "image_description", "visual_reasoning", "model_training", "dataset_preparation",
-)  # fmt: skip
+    "code_generation",
+    "code_review",
+    "code_debugging",
+    "code_explanation",
+    "code_refactoring",
+    "data_analysis",
+    "text_analysis",
+    "document_analysis",
+    "research",
+    "creative_writing",
+    "content_generation",
+    "brainstorming",
+    "story_generation",
+    "factual_qa",
+    "reasoning",
+    "explanation",
+    "tutorial",
+    "casual_chat",
+    "professional_consultation",
+    "technical_support",
+    "translation",
+    "summarization",
+    "classification",
+    "extraction",
+    "image_analysis",
+    "image_description",
+    "visual_reasoning",
+    "model_training",
+    "dataset_preparation",
+)
 
 
 @dataclass(frozen=True)
@@ -207,8 +230,11 @@ def llm_space(task_type: str = "default") -> SearchSpace:
 def profile_params(task_type: str) -> dict[str, Any]:
     """The task's rule-based profile as a configuration of :func:`llm_space`."""
     p = PROFILES.get(task_type, _DEFAULT)
-    p = replace(p, presence_penalty=max(0.0, p.presence_penalty),
-                frequency_penalty=max(0.0, p.frequency_penalty))  # fmt: skip
+    p = replace(
+        p,
+        presence_penalty=max(0.0, p.presence_penalty),
+        frequency_penalty=max(0.0, p.frequency_penalty),
+    )
     return {
         "temperature": p.temperature,
         "top_p": p.top_p,

@@ -106,8 +106,13 @@ class Real:
         return min(max(x, self.low), self.high)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "real", "low": self.low, "high": self.high, "log": self.log,
-                "active_if": _active_dict(self.active_if)}  # fmt: skip
+        return {
+            "type": "real",
+            "low": self.low,
+            "high": self.high,
+            "log": self.log,
+            "active_if": _active_dict(self.active_if),
+        }
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,9 @@ class Int:
                 details={"field": name},
             )
         if float(value) != round(float(value)):
-            raise InputError(f"parameter {name!r}={value!r} is not an integer",
-                             details={"field": name})  # fmt: skip
+            raise InputError(
+                f"parameter {name!r}={value!r} is not an integer", details={"field": name}
+            )
         x = round(float(value))
         if not self.low <= x <= self.high:
             raise InputError(
@@ -164,8 +170,13 @@ class Int:
         return x
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "int", "low": self.low, "high": self.high, "log": self.log,
-                "active_if": _active_dict(self.active_if)}  # fmt: skip
+        return {
+            "type": "int",
+            "low": self.low,
+            "high": self.high,
+            "log": self.log,
+            "active_if": _active_dict(self.active_if),
+        }
 
 
 @dataclass(frozen=True)
@@ -220,8 +231,11 @@ class Categorical:
             ) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "categorical", "choices": list(self.choices),
-                "active_if": _active_dict(self.active_if)}  # fmt: skip
+        return {
+            "type": "categorical",
+            "choices": list(self.choices),
+            "active_if": _active_dict(self.active_if),
+        }
 
 
 @dataclass(frozen=True)
@@ -250,8 +264,10 @@ class Fixed:
 
     def validate(self, name: str, value: Any) -> Any:
         if value != self.value:
-            raise InputError(f"parameter {name!r} is fixed at {self.value!r}, got {value!r}",
-                             details={"field": name})  # fmt: skip
+            raise InputError(
+                f"parameter {name!r} is fixed at {self.value!r}, got {value!r}",
+                details={"field": name},
+            )
         return self.value
 
     def to_dict(self) -> dict[str, Any]:
@@ -443,8 +459,10 @@ class SearchSpace:
             out[name] = p.validate(name, params[name])
         for c in self.constraints:
             if not c.satisfied(out):
-                raise InputError(f"configuration violates constraint {c.to_dict()}",
-                                 details={"field": next(iter(c.coefficients))})  # fmt: skip
+                raise InputError(
+                    f"configuration violates constraint {c.to_dict()}",
+                    details={"field": next(iter(c.coefficients))},
+                )
         return out
 
     def feasible(self, params: Mapping[str, Any]) -> bool:

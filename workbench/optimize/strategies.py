@@ -163,8 +163,9 @@ class Strategy(Protocol):
     def suggest(self, inp: StrategyInput, q: int) -> Suggestion: ...
 
 
-def _fill_unique(space: SearchSpace, pts: np.ndarray, avoid: np.ndarray, q: int,
-                 rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _fill_unique(
+    space: SearchSpace, pts: np.ndarray, avoid: np.ndarray, q: int, rng: np.random.Generator
+) -> np.ndarray:
     """Keep the first ``q`` new points of ``pts``; top up with random new ones."""
     chosen: list[np.ndarray] = []
     taken = avoid.reshape(-1, space.dim) if avoid.size else np.zeros((0, space.dim))
@@ -216,8 +217,9 @@ class RandomSearch:
     def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         rng = np.random.default_rng([inp.seed, inp.index])
         pts = inp.space.sample(q * 2, rng)
-        return Suggestion(_fill_unique(inp.space, pts, inp.avoid, q, rng), None,
-                          {"phase": "random"})  # fmt: skip
+        return Suggestion(
+            _fill_unique(inp.space, pts, inp.avoid, q, rng), None, {"phase": "random"}
+        )
 
 
 def _n_init(space: SearchSpace) -> int:
@@ -353,8 +355,11 @@ class QLogNEI(_ModelStrategy):
             torch.manual_seed(inp.seed)
             baseline = self._baseline(acq_model, inp, objective, constraints)
             for j in range(q):
-                x_pending = np.concatenate([pending, *[c[None] for c in chosen]]) if (
-                    len(pending) or chosen) else None  # fmt: skip
+                x_pending = (
+                    np.concatenate([pending, *[c[None] for c in chosen]])
+                    if (len(pending) or chosen)
+                    else None
+                )
                 acqf = qLogNoisyExpectedImprovement(
                     model=acq_model,
                     X_baseline=baseline,
@@ -375,18 +380,24 @@ class QLogNEI(_ModelStrategy):
                     self.acqf_options.raw_local,
                 )
                 taken = np.vstack([avoid, *[c[None] for c in chosen]]) if chosen else avoid
-                x, v = maximize_acqf(acqf, space, pool, taken, self.acqf_options,
-                                     n_global=n_global)  # fmt: skip
+                x, v = maximize_acqf(acqf, space, pool, taken, self.acqf_options, n_global=n_global)
                 if x is None:
                     rng = np.random.default_rng([inp.seed, inp.index, j])
                     x = _fill_unique(space, np.zeros((0, space.dim)), taken, 1, rng)[0]
                 chosen.append(x)
                 values.append(v)
         acq_s = time.perf_counter() - t0
-        return Suggestion(np.stack(chosen), state,
-                          {"phase": "model", "fit_s": fit_s, "acq_s": acq_s,
-                           "acq_value": values[0],
-                           "baseline": int(baseline.shape[0])})  # fmt: skip
+        return Suggestion(
+            np.stack(chosen),
+            state,
+            {
+                "phase": "model",
+                "fit_s": fit_s,
+                "acq_s": acq_s,
+                "acq_value": values[0],
+                "baseline": int(baseline.shape[0]),
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -410,8 +421,9 @@ class ThompsonSampling(_ModelStrategy):
         t0 = time.perf_counter()
         space = inp.space
         avoid = inp.avoid_points
-        pool, _ = candidate_pool(space, inp.seed * 7919, self.pool_sobol,
-                                 self._anchors(inp), self.pool_local)  # fmt: skip
+        pool, _ = candidate_pool(
+            space, inp.seed * 7919, self.pool_sobol, self._anchors(inp), self.pool_local
+        )
         with torch.random.fork_rng():
             torch.manual_seed(inp.seed)
             paths = draw_matheron_paths(model, sample_shape=torch.Size([q]))
@@ -446,9 +458,11 @@ class ThompsonSampling(_ModelStrategy):
             rng = np.random.default_rng([inp.seed, inp.index])
             extra = _fill_unique(space, np.zeros((0, space.dim)), taken, q - len(chosen), rng)
             chosen.extend(extra)
-        return Suggestion(np.stack(chosen), state,
-                          {"phase": "model", "fit_s": fit_s,
-                           "acq_s": time.perf_counter() - t0})  # fmt: skip
+        return Suggestion(
+            np.stack(chosen),
+            state,
+            {"phase": "model", "fit_s": fit_s, "acq_s": time.perf_counter() - t0},
+        )
 
 
 @dataclass(frozen=True)
@@ -497,8 +511,11 @@ class QLogNEHVI(_ModelStrategy):
         with torch.random.fork_rng():
             torch.manual_seed(inp.seed)
             for j in range(q):
-                x_pending = np.concatenate([pending, *[c[None] for c in chosen]]) if (
-                    len(pending) or chosen) else None  # fmt: skip
+                x_pending = (
+                    np.concatenate([pending, *[c[None] for c in chosen]])
+                    if (len(pending) or chosen)
+                    else None
+                )
                 acqf = qLogNoisyExpectedHypervolumeImprovement(
                     model=model,
                     ref_point=torch.as_tensor(np.asarray(ref, dtype=np.float64)).tolist(),
@@ -512,20 +529,30 @@ class QLogNEHVI(_ModelStrategy):
                     prune_baseline=True,
                     cache_root=True,
                 )
-                pool, n_global = candidate_pool(space, inp.seed * 7919 + j,
-                                                self.acqf_options.raw_sobol, anchors,
-                                                self.acqf_options.raw_local)  # fmt: skip
+                pool, n_global = candidate_pool(
+                    space,
+                    inp.seed * 7919 + j,
+                    self.acqf_options.raw_sobol,
+                    anchors,
+                    self.acqf_options.raw_local,
+                )
                 taken = np.vstack([avoid, *[c[None] for c in chosen]]) if chosen else avoid
-                x, v = maximize_acqf(acqf, space, pool, taken, self.acqf_options,
-                                     n_global=n_global)  # fmt: skip
+                x, v = maximize_acqf(acqf, space, pool, taken, self.acqf_options, n_global=n_global)
                 if x is None:
                     rng = np.random.default_rng([inp.seed, inp.index, j])
                     x = _fill_unique(space, np.zeros((0, space.dim)), taken, 1, rng)[0]
                 chosen.append(x)
                 values.append(v)
-        return Suggestion(np.stack(chosen), state,
-                          {"phase": "model", "fit_s": fit_s,
-                           "acq_s": time.perf_counter() - t0, "acq_value": values[0]})  # fmt: skip
+        return Suggestion(
+            np.stack(chosen),
+            state,
+            {
+                "phase": "model",
+                "fit_s": fit_s,
+                "acq_s": time.perf_counter() - t0,
+                "acq_value": values[0],
+            },
+        )
 
 
 STRATEGIES: dict[str, Callable[[], Strategy]] = {}

@@ -32,10 +32,15 @@ def _numba_call_overhead(ctx: BenchContext) -> Measurement:
     n = 20_000 if ctx.quick else 200_000
     per_call = min(time_call(lambda: [add_one(buf, 1) for _ in range(n)], repeat=3)) / n
     return Measurement(
-        "numba kernel call from Python", "workbench", "call_overhead_us", per_call * 1e6, "us",
-        better="lower", params={"calls": n},
+        "numba kernel call from Python",
+        "workbench",
+        "call_overhead_us",
+        per_call * 1e6,
+        "us",
+        better="lower",
+        params={"calls": n},
         note="one njit call with an array and a scalar argument, loop overhead included",
-    )  # fmt: skip
+    )
 
 
 def _redis(ctx: BenchContext) -> list[Measurement]:
@@ -49,9 +54,16 @@ def _redis(ctx: BenchContext) -> list[Measurement]:
     except BackendUnavailable as exc:
         nan = float("nan")
         return [
-            Measurement("Redis PING", "workbench", "p50_latency_us", nan, "us", "lower",
-                        note=f"skipped: {exc.message}"),
-        ]  # fmt: skip
+            Measurement(
+                "Redis PING",
+                "workbench",
+                "p50_latency_us",
+                nan,
+                "us",
+                "lower",
+                note=f"skipped: {exc.message}",
+            ),
+        ]
     pings = [adapter.ping() for _ in range(200 if ctx.quick else 2000)]
     n = 2_000 if ctx.quick else 20_000
     payload = b"x" * 100
@@ -66,12 +78,25 @@ def _redis(ctx: BenchContext) -> list[Measurement]:
     rate = n / (time.perf_counter() - start)
     adapter.delete_prefixed()
     return [
-        Measurement("Redis PING", "workbench", "p50_latency_us",
-                    statistics.median(pings) * 1e6, "us", "lower",
-                    params={"url": adapter._safe_url()}),
-        Measurement("Redis pipelined SET (100 B, batches of 500)", "workbench", "ops_per_s",
-                    rate, "ops/s", "higher", params={"ops": n}),
-    ]  # fmt: skip
+        Measurement(
+            "Redis PING",
+            "workbench",
+            "p50_latency_us",
+            statistics.median(pings) * 1e6,
+            "us",
+            "lower",
+            params={"url": adapter._safe_url()},
+        ),
+        Measurement(
+            "Redis pipelined SET (100 B, batches of 500)",
+            "workbench",
+            "ops_per_s",
+            rate,
+            "ops/s",
+            "higher",
+            params={"ops": n},
+        ),
+    ]
 
 
 def _envelope(ctx: BenchContext) -> Measurement:

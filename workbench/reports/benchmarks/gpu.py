@@ -54,23 +54,46 @@ def _decisions(ctx: BenchContext) -> list[Measurement]:
     params = {"devices": 8, "live_reservations": 1000, "decisions": 2 * n}
     return [
         Measurement(
-            "reserve decision", "workbench", "p50_latency_us", statistics.median(acq) / 1e3,
-            "us", "lower", target=20, params=params,
+            "reserve decision",
+            "workbench",
+            "p50_latency_us",
+            statistics.median(acq) / 1e3,
+            "us",
+            "lower",
+            target=20,
+            params=params,
             note="best-fit over 8 devices with 1,000 live reservations; timer overhead included",
         ),
         Measurement(
-            "release decision", "workbench", "p50_latency_us", statistics.median(rel) / 1e3,
-            "us", "lower", target=20, params=params,
+            "release decision",
+            "workbench",
+            "p50_latency_us",
+            statistics.median(rel) / 1e3,
+            "us",
+            "lower",
+            target=20,
+            params=params,
         ),
         Measurement(
-            "reserve decision", "workbench", "p99_latency_us",
-            sorted(acq)[int(0.99 * n)] / 1e3, "us", "lower", params=params,
+            "reserve decision",
+            "workbench",
+            "p99_latency_us",
+            sorted(acq)[int(0.99 * n)] / 1e3,
+            "us",
+            "lower",
+            params=params,
         ),
         Measurement(
-            "allocator decisions, 1 thread", "workbench", "decisions_per_s", rate,
-            "decisions/s", "higher", target=50_000, params=params,
+            "allocator decisions, 1 thread",
+            "workbench",
+            "decisions_per_s",
+            rate,
+            "decisions/s",
+            "higher",
+            target=50_000,
+            params=params,
         ),
-    ]  # fmt: skip
+    ]
 
 
 def _contention(ctx: BenchContext) -> list[Measurement]:
@@ -95,13 +118,18 @@ def _contention(ctx: BenchContext) -> list[Measurement]:
     assert alloc.reserved(0) == alloc.reserved(1) == 0
     return [
         Measurement(
-            "allocator decisions, 8 threads on 2 devices", "workbench", "decisions_per_s",
-            2 * threads * per / wall, "decisions/s", "higher", target=50_000,
+            "allocator decisions, 8 threads on 2 devices",
+            "workbench",
+            "decisions_per_s",
+            2 * threads * per / wall,
+            "decisions/s",
+            "higher",
+            target=50_000,
             params={"threads": threads, "devices": 2, "decisions": 2 * threads * per},
             note="1-4 GiB requests against a 20 GiB budget per device; the GIL serialises "
             "the threads, so this measures lock hand-over as well",
         ),
-    ]  # fmt: skip
+    ]
 
 
 def _monitor(ctx: BenchContext) -> list[Measurement]:
@@ -121,13 +149,22 @@ def _monitor(ctx: BenchContext) -> list[Measurement]:
             time.sleep(seconds)
         out.append(
             Measurement(
-                label, "workbench", "cpu_percent_of_one_core",
-                100 * monitor.cpu_seconds / seconds, "%", "lower", target=1.0,
-                params={"hz": 10, "devices": 8, "seconds": seconds,
-                        "samples": monitor.samples_taken},
+                label,
+                "workbench",
+                "cpu_percent_of_one_core",
+                100 * monitor.cpu_seconds / seconds,
+                "%",
+                "lower",
+                target=1.0,
+                params={
+                    "hz": 10,
+                    "devices": 8,
+                    "seconds": seconds,
+                    "samples": monitor.samples_taken,
+                },
                 note="CPU time of the sampling thread (time.thread_time) over wall time",
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -145,11 +182,16 @@ def _scheduler(ctx: BenchContext) -> list[Measurement]:
         sched.shutdown()
         out.append(
             Measurement(
-                f"scheduler, {devices} device(s) x {slots} slot(s)", "workbench", "jobs_per_s",
-                n / wall, "jobs/s", "higher", params={"jobs": n},
+                f"scheduler, {devices} device(s) x {slots} slot(s)",
+                "workbench",
+                "jobs_per_s",
+                n / wall,
+                "jobs/s",
+                "higher",
+                params={"jobs": n},
                 note="no-op tasks on a resident model: queue, slot, reservation and events",
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -178,11 +220,16 @@ def _wake(ctx: BenchContext) -> list[Measurement]:
         lat.append(stamp[0] - t0)
     return [
         Measurement(
-            "queued request granted on release", "workbench", "p50_latency_us",
-            statistics.median(lat) * 1e6, "us", "lower", params={"rounds": rounds},
+            "queued request granted on release",
+            "workbench",
+            "p50_latency_us",
+            statistics.median(lat) * 1e6,
+            "us",
+            "lower",
+            params={"rounds": rounds},
             note="from release() to the waiting thread holding (and releasing) its grant",
         )
-    ]  # fmt: skip
+    ]
 
 
 def run(ctx: BenchContext) -> list[Measurement]:

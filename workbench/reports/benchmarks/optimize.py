@@ -110,8 +110,11 @@ def _optuna_mixed(problem: Problem, budget: int, seed: int, sampler: str) -> tup
     from workbench.optimize.space import Categorical, Int
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s: Any = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
-              else optuna.samplers.GPSampler(seed=seed))  # fmt: skip
+    s: Any = (
+        optuna.samplers.TPESampler(seed=seed)
+        if sampler == "tpe"
+        else optuna.samplers.GPSampler(seed=seed)
+    )
     name, direction = next(iter(problem.objectives.items()))
     study = optuna.create_study(
         sampler=s, direction="minimize" if direction == "minimize" else "maximize"
@@ -377,11 +380,16 @@ def run(ctx: BenchContext) -> list[Measurement]:
     )
     out.append(
         Measurement(
-            "llm space median regret", "workbench", "regret", float(np.median(llm_regrets)), "",
-            better="lower", params={"evaluations": llm_budget, "seeds": len(seeds)},
+            "llm space median regret",
+            "workbench",
+            "regret",
+            float(np.median(llm_regrets)),
+            "",
+            better="lower",
+            params={"evaluations": llm_budget, "seeds": len(seeds)},
             note="per seed: " + str([round(r, 4) for r in llm_regrets]),
         )
-    )  # fmt: skip
+    )
     optimal = llm.optimal_params
     assert optimal is not None
     for sampler in ("tpe", "gp"):
@@ -389,16 +397,30 @@ def run(ctx: BenchContext) -> list[Measurement]:
         for seed in ctx.progress(seeds, desc=f"llm space optuna-{sampler}"):
             r, bp = _optuna_mixed(llm, llm_budget, seed, sampler)
             regrets.append(r)
-            hits += int(all(bp[k] == optimal[k] for k in ("model", "prompt_template"))
-                        and r < 0.01)  # fmt: skip
-        out.append(Measurement(
-            "llm space median regret", f"optuna-{sampler}", "regret", float(np.median(regrets)),
-            "", better="lower", params={"evaluations": llm_budget, "seeds": len(seeds)},
-            note="per seed: " + str([round(r, 4) for r in regrets])))  # fmt: skip
-        out.append(Measurement(
-            "llm space best configuration found", f"optuna-{sampler}", "fraction",
-            hits / len(seeds), "", better="higher",
-            params={"evaluations": llm_budget, "regret_below": 0.01}))  # fmt: skip
+            hits += int(all(bp[k] == optimal[k] for k in ("model", "prompt_template")) and r < 0.01)
+        out.append(
+            Measurement(
+                "llm space median regret",
+                f"optuna-{sampler}",
+                "regret",
+                float(np.median(regrets)),
+                "",
+                better="lower",
+                params={"evaluations": llm_budget, "seeds": len(seeds)},
+                note="per seed: " + str([round(r, 4) for r in regrets]),
+            )
+        )
+        out.append(
+            Measurement(
+                "llm space best configuration found",
+                f"optuna-{sampler}",
+                "fraction",
+                hits / len(seeds),
+                "",
+                better="higher",
+                params={"evaluations": llm_budget, "regret_below": 0.01},
+            )
+        )
 
     # Multi-objective.
     bc = get_problem("branincurrin")

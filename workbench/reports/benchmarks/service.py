@@ -92,10 +92,17 @@ def run(ctx: BenchContext) -> list[Measurement]:
     cases = [("aiohttp-bare", 1), ("workbench", 1), ("workbench", 2)]
     if shutil.which("wrk") is None:
         return [
-            Measurement(f"GET /health, {w} worker(s)", tool, "requests_per_s", float("nan"),
-                        "req/s", params=params, note="wrk not on PATH: apt-get install wrk")
+            Measurement(
+                f"GET /health, {w} worker(s)",
+                tool,
+                "requests_per_s",
+                float("nan"),
+                "req/s",
+                params=params,
+                note="wrk not on PATH: apt-get install wrk",
+            )
             for tool, w in cases
-        ]  # fmt: skip
+        ]
     out = []
     env = dict(os.environ, WORKBENCH_API_TOKEN=_TOKEN, WORKBENCH_LOG_LEVEL="WARNING")
     for tool, workers in ctx.progress(cases, desc="service"):
@@ -103,18 +110,31 @@ def run(ctx: BenchContext) -> list[Measurement]:
         if tool == "aiohttp-bare":
             args = [sys.executable, "-c", _BARE_APP, str(port)]
         else:
-            args = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port),
-                    "--workers", str(workers)]  # fmt: skip
+            args = [
+                sys.executable,
+                "-m",
+                "workbench.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ]
         with _server(args, port, env):
             url = f"http://127.0.0.1:{port}/health"
             _wrk(url, 1)  # warm up
             rate = _wrk(url, seconds, {"Authorization": f"Bearer {_TOKEN}"})
         out.append(
             Measurement(
-                f"GET /health, {workers} worker(s)", tool, "requests_per_s", rate, "req/s",
+                f"GET /health, {workers} worker(s)",
+                tool,
+                "requests_per_s",
+                rate,
+                "req/s",
                 params=dict(params, workers=workers),
                 note="full frame: request id, size limit, auth, envelope, metrics"
-                if tool == "workbench" else "fixed body, no middleware",
+                if tool == "workbench"
+                else "fixed body, no middleware",
             )
-        )  # fmt: skip
+        )
     return out

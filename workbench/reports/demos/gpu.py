@@ -23,32 +23,49 @@ def workload_figures(result: Any) -> list[Any]:
     tl = result.timeline
     vram = go.Figure()
     vram.add_scatter(
-        x=[s["t"] for s in tl], y=[s["used_gib"] for s in tl], name="measured (GiB)",
-        mode="lines", line_shape="hv",
-    )  # fmt: skip
+        x=[s["t"] for s in tl],
+        y=[s["used_gib"] for s in tl],
+        name="measured (GiB)",
+        mode="lines",
+        line_shape="hv",
+    )
     vram.add_scatter(
-        x=[s["t"] for s in tl], y=[s["reserved_gib"] for s in tl], name="reserved (GiB)",
-        mode="lines", line_shape="hv", line_dash="dot",
-    )  # fmt: skip
+        x=[s["t"] for s in tl],
+        y=[s["reserved_gib"] for s in tl],
+        name="reserved (GiB)",
+        mode="lines",
+        line_shape="hv",
+        line_dash="dot",
+    )
     vram.add_hline(y=result.budget_bytes / 1024**3, line_dash="dash", annotation_text="budget")
     for kind, symbol in (("evicted", "x"), ("model_loaded", "triangle-up")):
         evs = [e for e in result.events if e["kind"] == kind]
         vram.add_scatter(
-            x=[e["time"] for e in evs], y=[0.3] * len(evs), mode="markers", name=kind,
-            marker_symbol=symbol, hovertext=[e.get("model") for e in evs],
-        )  # fmt: skip
+            x=[e["time"] for e in evs],
+            y=[0.3] * len(evs),
+            mode="markers",
+            name=kind,
+            marker_symbol=symbol,
+            hovertext=[e.get("model") for e in evs],
+        )
     vram.update_layout(
         title="VRAM of a simulated 24 GB GPU under a stream of vision jobs",
-        xaxis_title="simulated time (s)", yaxis_title="GiB", template="plotly_white", height=420,
-    )  # fmt: skip
+        xaxis_title="simulated time (s)",
+        yaxis_title="GiB",
+        template="plotly_white",
+        height=420,
+    )
     waits = go.Figure()
     for prio in sorted({j["priority"] for j in result.jobs}):
         ws = [j["wait_s"] for j in result.jobs if j["priority"] == prio and j["wait_s"] is not None]
         waits.add_box(y=ws, name=f"priority {prio}", boxpoints="all", jitter=0.4)
     waits.update_layout(
         title="Queue wait by priority (aging bounds the low-priority waits)",
-        yaxis_title="wait (simulated s)", template="plotly_white", height=420, showlegend=False,
-    )  # fmt: skip
+        yaxis_title="wait (simulated s)",
+        template="plotly_white",
+        height=420,
+        showlegend=False,
+    )
     return [vram, waits]
 
 
