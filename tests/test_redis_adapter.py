@@ -1,8 +1,15 @@
+from __future__ import annotations
+
+import multiprocessing
 import shutil
+import threading
+import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 
 import pytest
 
-from workbench.errors import BackendUnavailable, InputError
+from workbench.errors import BackendUnavailable, ConflictError, InputError
 from workbench.redis_adapter import RedisAdapter
 from workbench.testing import throwaway_redis
 
@@ -105,3 +112,151 @@ def test_async_client_uses_the_same_server_and_error_translation(
 
     with pytest.raises(BackendUnavailable):
         asyncio.run(failing())
+
+
+def test_registered_script_runs_by_sha_is_cached_and_survives_a_flush(
+    redis_adapter: RedisAdapter,
+) -> None:
+    source = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+    run = redis_adapter.script(source)
+    key = redis_adapter.key("counter")
+    assert run([key], [2]) == 2
+    assert redis_adapter.script(source) is run  # registered once per adapter
+    redis_adapter.client.script_flush()
+    assert run([key], [3]) == 5  # NOSCRIPT is answered by loading it again
+    assert redis_adapter.eval_script(source, [key], [1]) == 6
+
+
+def test_script_errors_translate(redis_adapter: RedisAdapter) -> None:
+    with pytest.raises(BackendUnavailable, match="refused a command"):
+        redis_adapter.eval_script("return redis.call('NO_SUCH_COMMAND')")
+    with pytest.raises(BackendUnavailable, match="out of stock"):
+        redis_adapter.eval_script("return redis.error_reply('out of stock')")
+    with pytest.raises(InputError, match="Lua source"):
+        redis_adapter.script("  ")
+
+
+def test_cas_under_contention_loses_no_update(redis_adapter: RedisAdapter) -> None:
+    key = redis_adapter.key("cas")
+    barrier = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def increment(current: bytes | None) -> bytes:
+        return str(int(current or b"0") + 1).encode()
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            for _ in range(50):
+                redis_adapter.cas(key, increment)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures
+    assert redis_adapter.get(key) == b"400"
+
+
+def test_cas_keeps_or_sets_expiry_deletes_on_none_and_gives_up_with_a_conflict(
+    redis_adapter: RedisAdapter,
+) -> None:
+    key = redis_adapter.key("cas")
+    assert redis_adapter.cas(key, lambda cur: b"a" if cur is None else cur + b"!", ttl_s=30) == b"a"
+    assert redis_adapter.cas(key, lambda cur: (cur or b"") + b"b") == b"ab"
+    ttl = redis_adapter.ttl(key)
+    assert ttl is not None and 25 < ttl <= 30  # kept through the second write
+    assert redis_adapter.cas(key, lambda cur: None) is None
+    assert not redis_adapter.exists(key)
+
+    attempts = 0
+
+    def interfering(current: bytes | None) -> bytes:
+        nonlocal attempts
+        attempts += 1
+        redis_adapter.set(key, str(attempts).encode())  # another writer, every time
+        return b"mine"
+
+    with pytest.raises(ConflictError, match="4 compare-and-swap attempts") as info:
+        redis_adapter.cas(key, interfering, retries=3)
+    assert attempts == 4
+    assert info.value.details == {"key": key, "attempts": 4}
+    assert redis_adapter.get(key) == b"4"
+    with pytest.raises(InputError, match="bytes or None"):
+        redis_adapter.cas(key, lambda cur: "text")  # type: ignore[arg-type,return-value]
+
+
+def test_set_if_version_refuses_a_stale_version(redis_adapter: RedisAdapter) -> None:
+    key = redis_adapter.key("study")
+    assert redis_adapter.get_versioned(key) == (None, 0)
+    assert redis_adapter.set_if_version(key, b"v1", 0) == 1
+    assert redis_adapter.set_if_version(key, b"again", 0) is None  # created already
+    assert redis_adapter.set_if_version(key, b"v2", 1, ttl_s=60) == 2
+    assert redis_adapter.set_if_version(key, b"stale", 1) is None
+    assert redis_adapter.get_versioned(key) == (b"v2", 2)
+    ttl = redis_adapter.ttl(key)
+    assert ttl is not None and 55 < ttl <= 60
+    with pytest.raises(InputError, match="expected_version"):
+        redis_adapter.set_if_version(key, b"x", -1)
+    with pytest.raises(InputError, match="bytes"):
+        redis_adapter.set_if_version(key, "x", 2)  # type: ignore[arg-type]
+
+
+def test_token_bucket_on_a_driven_clock(redis_adapter: RedisAdapter) -> None:
+    key = redis_adapter.key("rate", "client-a")
+    now = 1_000.0
+    results = [redis_adapter.take_token(key, 2.0, 5, now=now) for _ in range(5)]
+    assert results == [(True, 0.0)] * 5
+    allowed, retry_after = redis_adapter.take_token(key, 2.0, 5, now=now)
+    assert not allowed and retry_after == pytest.approx(0.5)
+    allowed, retry_after = redis_adapter.take_token(key, 2.0, 5, now=now + 0.25)
+    assert not allowed and retry_after == pytest.approx(0.25)
+    assert redis_adapter.take_token(key, 2.0, 5, now=now + 0.5) == (True, 0.0)
+    # the key lives exactly until the bucket would be full again (5 tokens at 2/s)
+    ttl = redis_adapter.ttl(key)
+    assert ttl is not None and 2.0 < ttl <= 2.5
+    # a clock that steps back refills nothing
+    assert redis_adapter.take_token(key, 2.0, 5, now=now)[0] is False
+    with pytest.raises(InputError, match="burst"):
+        redis_adapter.take_token(key, 1.0, 0.5)
+    with pytest.raises(InputError, match="rate_per_s"):
+        redis_adapter.take_token(key, 0.0, 5)
+
+
+def test_token_bucket_on_the_server_clock(redis_adapter: RedisAdapter) -> None:
+    key = redis_adapter.key("rate", "client-b")
+    assert all(redis_adapter.take_token(key, 10.0, 3)[0] for _ in range(3))
+    allowed, retry_after = redis_adapter.take_token(key, 10.0, 3)
+    assert not allowed and 0.0 < retry_after <= 0.1
+    time.sleep(retry_after + 0.02)  # real time: the server's clock is the one under test
+    assert redis_adapter.take_token(key, 10.0, 3)[0] is True
+
+
+def _take_tokens(
+    url: str, prefix: str, key: str, attempts: int, start: Event, out: Queue[int]
+) -> None:
+    adapter = RedisAdapter(url, prefix=prefix)
+    start.wait()
+    out.put(sum(adapter.take_token(key, 0.01, 20)[0] for _ in range(attempts)))
+
+
+def test_token_bucket_is_one_limit_across_processes(redis_adapter: RedisAdapter) -> None:
+    ctx = multiprocessing.get_context("fork")
+    key = redis_adapter.key("rate", "shared")
+    start = ctx.Event()
+    out = ctx.Queue()
+    args = (redis_adapter.url, redis_adapter.prefix, key, 30, start, out)
+    workers = [ctx.Process(target=_take_tokens, args=args) for _ in range(2)]
+    for w in workers:
+        w.start()
+    start.set()
+    taken = [out.get(timeout=30) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+        assert w.exitcode == 0
+    # 60 attempts against a burst of 20 refilling at 0.01/s: exactly 20 pass, shared
+    assert sum(taken) == 20
+    assert redis_adapter.take_token(key, 0.01, 20)[0] is False

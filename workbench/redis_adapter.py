@@ -8,26 +8,100 @@ their serialisation (versioned JSON, ``.npz``, zlib).
 
 Keys are ``<prefix><part>:<part>...``. The default prefix is empty so the platform's key names
 (``ab-mcts:tree:<id>``) are kept exactly; tests and shared servers set one.
+
+State shared by several worker processes (or several hosts) needs updates that are atomic on
+the server, not read-modify-write in Python. The adapter offers three, in rising order of
+speed:
+
+- :meth:`RedisAdapter.cas`: optimistic read-modify-write of one key with WATCH/MULTI/EXEC and
+  any Python update function; retried on a conflicting write, bounded, then a
+  :class:`~workbench.errors.ConflictError`. Good for rarely contended keys.
+- :meth:`RedisAdapter.set_if_version`: a versioned compare-and-set in one Lua script. The value
+  and its version live together in one hash (fields ``value`` and ``version``) rather than in a
+  companion key, so they expire, are deleted and map to a cluster slot as one key.
+- :meth:`RedisAdapter.take_token`: a token bucket in one Lua script, timed by the Redis server's
+  clock (``TIME``) so that workers on hosts with skewed clocks share one limit.
+
+:meth:`RedisAdapter.script` registers any other Lua script (EVALSHA, loaded again on NOSCRIPT).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
 
 from workbench.config import Settings, load_settings
-from workbench.errors import BackendUnavailable, InputError
+from workbench.errors import BackendUnavailable, ConflictError, InputError
 
-__all__ = ["RedisAdapter"]
+__all__ = ["RedisAdapter", "RedisScript"]
 
 logger = logging.getLogger(__name__)
+
+RedisScript = Callable[..., Any]
+"""A registered Lua script: ``run(keys=(), args=())`` returns the script's reply."""
+
+# KEYS[1]: a hash {value, version}. ARGV: value, expected version, ttl in ms (0: keep expiry).
+# Returns the new version, or nil (false) when the stored version is not the expected one.
+_SET_IF_VERSION = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current ~= tonumber(ARGV[2]) then
+  return false
+end
+local version = current + 1
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', version)
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return version
+"""
+
+# KEYS[1]: a hash {tokens, ts}. ARGV: rate per second, burst, now in seconds ('' for the
+# server's clock). Returns {1 if a token was taken else 0, retry-after seconds as a string}
+# (Lua numbers become integers in replies, so fractions travel as text).
+_TAKE_TOKEN = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[3])
+end
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate)
+  ts = now
+end
+local allowed = 0
+local retry_after = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  retry_after = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+  'ts', string.format('%.17g', ts))
+local full_in_ms = math.ceil((burst - tokens) / rate * 1000)
+redis.call('PEXPIRE', KEYS[1], math.max(1, full_in_ms))
+return {allowed, string.format('%.17g', retry_after)}
+"""
 
 _pools: dict[tuple[str, float], redis.ConnectionPool] = {}
 _pools_lock = threading.Lock()
@@ -68,6 +142,8 @@ class RedisAdapter:
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.client: redis.Redis = redis.Redis(connection_pool=_pool(url, timeout_s))
+        self._scripts: dict[str, RedisScript] = {}
+        self._scripts_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> RedisAdapter:
@@ -189,3 +265,175 @@ class RedisAdapter:
                 deleted += self.delete(*batch)
                 batch.clear()
         return deleted + self.delete(*batch)
+
+    # -- atomic updates for state shared across processes ----------------------------------
+
+    def script(self, source: str) -> RedisScript:
+        """Register the Lua ``source`` and return a function that runs it.
+
+        The script is sent once and then run by its SHA1 (EVALSHA); a server that lost it
+        (restart, SCRIPT FLUSH) gets it again transparently. Registrations are cached per
+        adapter, so calling this on every request costs a dict lookup.
+
+        Returns:
+            ``run(keys=(), args=())``: runs the script with full keys (from :meth:`key`) and
+            arguments, returning its reply. Errors, the script's own included, are translated
+            like every other call (a script error is a
+            :class:`~workbench.errors.BackendUnavailable` naming the Lua error).
+        """
+        if not isinstance(source, str) or not source.strip():
+            raise InputError("RedisAdapter.script needs the Lua source as a non-empty str")
+        with self._scripts_lock:
+            run = self._scripts.get(source)
+            if run is None:
+                registered = self.client.register_script(source)
+
+                def run(keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+                    with self.errors():
+                        return registered(keys=list(keys), args=list(args))
+
+                self._scripts[source] = run
+        return run
+
+    def eval_script(self, source: str, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+        """Run the Lua ``source`` once with ``keys`` and ``args`` (registered and cached as by
+        :meth:`script`); returns its reply."""
+        return self.script(source)(keys, args)
+
+    def cas(
+        self,
+        key: str,
+        update: Callable[[bytes | None], bytes | None],
+        *,
+        retries: int = 32,
+        ttl_s: float | None = None,
+    ) -> bytes | None:
+        """Replace the value at ``key`` by ``update(current)``, atomically.
+
+        Optimistic: the key is WATCHed, read, and written in MULTI/EXEC; when another client
+        wrote it in between, ``update`` is called again on the fresh value (after a short
+        random pause, so contending workers spread out). ``update`` may therefore run more
+        than once and must not have side effects.
+
+        Args:
+            key: A full key (from :meth:`key`).
+            update: Gets the current value (``None`` when absent) and returns the new one;
+                ``None`` deletes the key.
+            retries: How many conflicting writes to tolerate before giving up.
+            ttl_s: Expire the new value after this many seconds; ``None`` keeps the key's
+                current expiry.
+
+        Returns:
+            The value written (``None`` when the key was deleted).
+
+        Raises:
+            ConflictError: The key changed under every one of ``1 + retries`` attempts.
+        """
+        if retries < 0:
+            raise InputError(f"cas retries={retries!r} must be >= 0")
+        if ttl_s is not None and ttl_s <= 0:
+            raise InputError(f"ttl_s={ttl_s!r} must be positive or None")
+        with self.errors(), self.client.pipeline(transaction=True) as pipe:
+            for attempt in range(retries + 1):
+                try:
+                    pipe.watch(key)
+                    raw: Any = pipe.get(key)
+                    new = update(None if raw is None else bytes(raw))
+                    if new is not None and not isinstance(new, bytes | bytearray | memoryview):
+                        raise InputError(
+                            f"cas update for {key!r} returned {type(new).__name__}; return "
+                            "bytes or None"
+                        )
+                    pipe.multi()
+                    if new is None:
+                        pipe.delete(key)
+                    elif ttl_s is None:
+                        pipe.set(key, new, keepttl=True)
+                    else:
+                        pipe.set(key, new, px=max(1, int(ttl_s * 1000)))
+                    pipe.execute()
+                    return None if new is None else bytes(new)
+                except redis_errors.WatchError:
+                    time.sleep(random.uniform(0.0, min(0.05, 0.0005 * 2**attempt)))
+                finally:
+                    pipe.reset()
+        raise ConflictError(
+            f"Redis key {key!r} changed under each of {retries + 1} compare-and-swap attempts; "
+            "raise retries or spread writers over more keys",
+            details={"key": key, "attempts": retries + 1},
+        )
+
+    def get_versioned(self, key: str) -> tuple[bytes | None, int]:
+        """The value and version stored at ``key`` by :meth:`set_if_version`.
+
+        Returns:
+            ``(value, version)``; ``(None, 0)`` when the key does not exist.
+        """
+        with self.errors():
+            reply: Any = self.client.hmget(key, ["value", "version"])
+        value, version = reply
+        return (None if value is None else bytes(value)), (0 if version is None else int(version))
+
+    def set_if_version(
+        self, key: str, value: bytes, expected_version: int, *, ttl_s: float | None = None
+    ) -> int | None:
+        """Store ``value`` at ``key`` only if its version is still ``expected_version``.
+
+        The key holds a hash with fields ``value`` and ``version`` (read it with
+        :meth:`get_versioned`, not :meth:`get`). A key that does not exist has version 0, so
+        ``expected_version=0`` creates it.
+
+        Args:
+            key: A full key (from :meth:`key`).
+            value: The new value.
+            expected_version: The version the caller read and based ``value`` on.
+            ttl_s: Expire the key after this many seconds; ``None`` keeps its expiry.
+
+        Returns:
+            The new version (``expected_version + 1``), or ``None`` when the stored version
+            differs (someone else wrote first: read again and retry).
+        """
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise InputError(
+                f"set_if_version value must be bytes, got {type(value).__name__}; serialise it"
+            )
+        if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+            raise InputError(f"expected_version={expected_version!r} must be an int")
+        if expected_version < 0:
+            raise InputError(f"expected_version={expected_version!r} must be >= 0")
+        if ttl_s is not None and ttl_s <= 0:
+            raise InputError(f"ttl_s={ttl_s!r} must be positive or None")
+        ttl_ms = 0 if ttl_s is None else max(1, int(ttl_s * 1000))
+        reply = self.script(_SET_IF_VERSION)([key], [bytes(value), expected_version, ttl_ms])
+        return None if reply is None else int(reply)
+
+    def take_token(
+        self, key: str, rate_per_s: float, burst: float, now: float | None = None
+    ) -> tuple[bool, float]:
+        """Take one token from the bucket at ``key``, atomically across every client.
+
+        The bucket holds up to ``burst`` tokens and refills at ``rate_per_s``; a new bucket
+        starts full. The key expires once the bucket would be full again, so idle clients
+        leave nothing behind.
+
+        Args:
+            key: A full key (from :meth:`key`), one per limited client.
+            rate_per_s: Tokens added per second (the sustained rate).
+            burst: Bucket capacity (requests admitted at once after a quiet period), >= 1.
+            now: The time in seconds on a caller-chosen clock (tests drive time with it);
+                ``None`` uses the Redis server's clock, shared by all workers.
+
+        Returns:
+            ``(allowed, retry_after_s)``: whether a token was taken, and when not, the seconds
+            until one will be available (0.0 when allowed).
+        """
+        if not rate_per_s > 0:
+            raise InputError(f"take_token rate_per_s={rate_per_s!r} must be positive")
+        if not burst >= 1:
+            raise InputError(f"take_token burst={burst!r} must be at least 1")
+        reply = self.script(_TAKE_TOKEN)(
+            [key],
+            [repr(float(rate_per_s)), repr(float(burst)), "" if now is None else repr(float(now))],
+        )
+        allowed, retry_after = reply
+        return bool(int(allowed)), float(retry_after)
