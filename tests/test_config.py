@@ -74,3 +74,50 @@ def test_overrides_win_and_none_is_ignored() -> None:
     assert s.port == 9200 and s.host == "127.0.0.1"
     with pytest.raises(ConfigError, match="nope"):
         load_settings(env={}, nope=1)
+
+
+def test_from_section_builds_a_validated_subsystem_config() -> None:
+    from dataclasses import dataclass
+
+    from workbench.config import from_section
+
+    @dataclass(frozen=True)
+    class Knobs:
+        size: int = 3
+        rate: float = 1.5
+        on: bool = False
+        name: str = "x"
+        names: tuple[str, ...] = ("a",)
+
+        def __post_init__(self) -> None:
+            if self.size < 1:
+                raise ConfigError(f"[demo] size={self.size}: use at least 1")
+
+    k = from_section(Knobs, {"size": "4", "rate": 2, "on": "yes", "names": ["b", "c"]}, "demo")
+    assert k == Knobs(size=4, rate=2.0, on=True, names=("b", "c"))
+    assert from_section(Knobs, {}, "demo") == Knobs()
+    for bad, key in (
+        ({"sise": 1}, "sise"),
+        ({"size": 2.5}, "size"),
+        ({"size": True}, "size"),
+        ({"rate": "fast"}, "rate"),
+        ({"on": "maybe"}, "on"),
+        ({"names": "b"}, "names"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            from_section(Knobs, bad, "demo")
+    with pytest.raises(ConfigError, match=r"\[demo\] size=0"):
+        from_section(Knobs, {"size": 0}, "demo")
+
+
+def test_bad_gpu_settings_name_the_key() -> None:
+    from workbench.gpu.service import VisionConfig
+
+    for key, value in (
+        ("budget_fraction", 5),
+        ("budget_fraction", 0),
+        ("slots_per_device", 0),
+        ("monitor_hz", -1),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            VisionConfig.from_settings(Settings(sections={"gpu": {key: value}}))

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from workbench.errors import ConfigError
 
-__all__ = ["SECTIONS", "Settings", "load_settings"]
+__all__ = ["SECTIONS", "Settings", "from_section", "load_settings"]
 
 _ENV_PREFIX = "WORKBENCH_"
 #: Subsystem tables allowed in ``workbench.toml`` and as ``WORKBENCH_<SECTION>__<KEY>``.
@@ -244,3 +244,49 @@ def load_settings(
 def replace(settings: Settings, **changes: Any) -> Settings:
     """Return a validated copy of ``settings`` with ``changes`` applied."""
     return dataclasses.replace(settings, **changes)
+
+
+def from_section(cls: type[Any], section: Mapping[str, Any], name: str) -> Any:
+    """Build the frozen config dataclass ``cls`` from one settings section.
+
+    Keys are the dataclass's field names; each value is converted to the type of the field's
+    default (``bool`` accepts the same words as the environment), and ``cls(...)`` validates
+    the whole in its ``__post_init__``. Mapping-valued fields (tables such as
+    ``[gpu.models.<name>]``) are passed through for the class to check.
+
+    Raises:
+        ConfigError: an unknown key, or a value that does not convert (naming ``[name] key``).
+    """
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown [{name}] setting(s) {unknown}; known: {', '.join(sorted(known))}",
+            details={"key": f"{name}.{unknown[0]}"},
+        )
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, raw in section.items():
+        default = getattr(defaults, key)
+        if isinstance(default, Mapping) or default is None:
+            values[key] = raw
+            continue
+        target = type(default)
+        try:
+            if target is bool:
+                values[key] = _coerce(f"{name}.{key}", raw, "bool")
+            elif target is tuple:
+                if isinstance(raw, str) or not isinstance(raw, list | tuple):
+                    raise ValueError(raw)
+                values[key] = tuple(raw)
+            elif target is int and (isinstance(raw, bool) or float(raw) != int(float(raw))):
+                raise ValueError(raw)
+            else:
+                values[key] = target(int(float(raw)) if target is int else raw)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"invalid setting [{name}] {key}={raw!r}: expected a {target.__name__} "
+                f"like the default {default!r}",
+                details={"key": f"{name}.{key}"},
+            ) from None
+    return cls(**values)
