@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from workbench.config import Settings, from_section
 from workbench.errors import BackendUnavailable, ConfigError, ConflictError, WaitTimeout
 from workbench.gpu.allocator import VramAllocator
 from workbench.gpu.health import HealthEvent, HealthThresholds, HealthTracker
@@ -83,6 +84,29 @@ class VisionConfig:
             raise ConfigError("gpu.devices must be >= 1 and gpu.memory_gib > 0")
         if not self.max_run_s > 0 or not self.janitor_interval_s > 0:
             raise ConfigError("gpu.max_run_s and gpu.janitor_interval_s must be positive")
+        checks = (
+            ("budget_fraction", 0 < self.budget_fraction <= 1, "a share of the device in (0, 1]"),
+            ("slots_per_device", self.slots_per_device >= 1, "at least 1 concurrent job"),
+            ("monitor_hz", 0 < self.monitor_hz <= 100, "a sampling rate in (0, 100] Hz"),
+            ("aging_per_s", self.aging_per_s >= 0, "a priority gain >= 0 per second"),
+            ("keep_alive_s", self.keep_alive_s >= 0, "a residency time >= 0 s"),
+            (
+                "memory_warning_fraction",
+                0 < self.memory_warning_fraction <= 1,
+                "a share of the memory in (0, 1]",
+            ),
+            (
+                "temperature_critical_c",
+                self.temperature_critical_c >= self.temperature_warning_c,
+                "at least temperature_warning_c",
+            ),
+        )
+        for key, ok, fix in checks:
+            if not ok:
+                raise ConfigError(
+                    f"invalid setting [gpu] {key}={getattr(self, key)!r}: use {fix}",
+                    details={"key": f"gpu.{key}"},
+                )
         self.model_table()  # validates the extra models
         self.thresholds()
 
@@ -125,26 +149,13 @@ class VisionConfig:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> VisionConfig:
-        """Build from a settings section, refusing unknown keys."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(section) - set(known)
-        if unknown:
-            raise ConfigError(
-                f"unknown [gpu] setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        values: dict[str, Any] = {}
-        for key, raw in section.items():
-            if key == "models":
-                values[key] = raw
-                continue
-            default = getattr(cls(), key)
-            try:
-                values[key] = type(default)(raw)
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"[gpu] {key}={raw!r} is not a {type(default).__name__}"
-                ) from None
-        return cls(**values)
+        """Build from the ``[gpu]`` settings section, refusing unknown keys."""
+        return from_section(cls, section, "gpu")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VisionConfig:
+        """Build from the settings' ``[gpu]`` section."""
+        return cls.from_section(settings.section("gpu"))
 
 
 def make_backend(config: VisionConfig) -> DeviceBackend:
@@ -372,4 +383,20 @@ class VisionService:
             raise ConflictError(f"job {job_id} is {status}; only a running job can be completed")
         ext.ok, ext.error = ok, error
         ext.done.set()
+        return job
+
+    def cancel_queued(self, job_id: str) -> Job:
+        """Cancel a job that is still queued.
+
+        Raises:
+            NotFoundError: unknown job.
+            ConflictError: the job is past the queue (a running job ends with
+                :meth:`complete_external`).
+        """
+        job = self.scheduler.job(job_id)
+        if not self.scheduler.cancel(job.id):
+            raise ConflictError(
+                f"job {job.id} is {self.job_status(job)}; only queued jobs can be cancelled "
+                "(a running job ends with POST .../complete)"
+            )
         return job
