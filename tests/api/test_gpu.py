@@ -23,12 +23,11 @@ GIB = 1024**3
 
 def make(backend: SimulatedBackend | None = None, **config: Any) -> tuple[Any, VisionService]:
     settings = Settings(api_token=TOKEN)
-    app = create_app(settings, routers=[system.router, gpu_api.router])
     cfg = VisionConfig(backend="simulated", monitor_hz=20, janitor_interval_s=0.05, **config)
     service = VisionService(cfg, backend=backend or SimulatedBackend(devices=1, memory_gib=24))
-    holder = gpu_api._Holder()
-    holder.service = service.start()
-    app[gpu_api.SERVICE_KEY] = holder
+    app = create_app(
+        settings, routers=[system.router, gpu_api.router], services={"vision": service.start()}
+    )
     return app, service
 
 
@@ -236,14 +235,15 @@ def test_health_reports_reasons_and_503_when_unhealthy() -> None:
     run_with_client(app, scenario)
 
 
-def test_service_starts_lazily_from_settings() -> None:
+def test_service_starts_at_startup_from_settings() -> None:
     settings = Settings(
         api_token=TOKEN, sections={"gpu": {"backend": "simulated", "devices": 2, "memory_gib": 16}}
     )
     app = create_app(settings, routers=[system.router, gpu_api.router])
+    assert gpu_api.SERVICE.key not in app  # built at start-up, not when the app is made
 
     async def scenario(c: TestClient) -> None:
-        assert app[gpu_api.SERVICE_KEY].service is None
+        assert isinstance(app[gpu_api.SERVICE.key], VisionService)
         data = (await (await c.get(f"{P}/status", headers=H)).json())["data"]
         assert data["deviceCount"] == 2 and data["gpuMetrics"]["totalVRAM"] == 32.0
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import tempfile
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.api.conftest import bearer, run_with_client
+from workbench.api import mcts as mcts_api
+from workbench.api import mcts_bridge
 from workbench.api.app import create_app
-from workbench.api.mcts import MCTS_SERVICE_KEY
 from workbench.config import Settings
+from workbench.errors import ConfigError
+from workbench.mcts.models import ModelRegistry
+from workbench.mcts.service import MctsConfig, MctsService
+from workbench.testing import free_port, redis_answers
 
 ADMIN = "admin-token-456"
 AGENTS = ["planner", "retriever", "synthesizer"]
@@ -56,7 +65,7 @@ def test_orchestrate_feedback_visualization_models() -> None:
         health = (await (await client.get("/api/v1/ab-mcts/health")).json())["data"]
         assert health["circuitBreaker"] == "CLOSED"
         assert health["status"] == ("healthy" if health["successRate"] > 0.5 else "degraded")
-        orchestrator = client.app[MCTS_SERVICE_KEY]["service"].orchestrator
+        orchestrator = client.app[mcts_api.SERVICE.key].orchestrator
         orchestrator.breakers.get("coder").open()
         health = (await (await client.get("/api/v1/ab-mcts/health")).json())["data"]
         assert health["status"] == "degraded" and health["circuitBreaker"] == "OPEN"
@@ -158,7 +167,7 @@ def test_auto_pilot_queue_is_bounded_and_keeps_abandoned_tasks() -> None:
             calls.append(args[0])
             raise RuntimeError("orchestrator unavailable")
 
-        client.app[MCTS_SERVICE_KEY]["service"].run_orchestration = broken
+        client.app[mcts_api.SERVICE.key].run_orchestration = broken
         await client.post("/api/v1/ab-mcts/auto-pilot/start")
         for _ in range(500):
             st = (await (await client.get("/api/v1/ab-mcts/auto-pilot/status")).json())["data"]
@@ -223,7 +232,7 @@ def test_rust_routes_raw_shapes() -> None:
         assert h["status"] == "healthy" and h["features"]["feedback"] is True
         s = await (await client.get("/api/v1/ab-mcts-rust/stats")).json()
         assert s["stats"]["searches"] == 2 and s["stats"]["feedbackReceived"] == 1
-        models_before = len(client.app[MCTS_SERVICE_KEY]["service"].orchestrator.registry)
+        models_before = len(client.app[mcts_api.SERVICE.key].orchestrator.registry)
         for test_type, planned in (("simple", 50), ("complex", 200), ("load", 500)):
             r = await client.post(
                 "/api/v1/ab-mcts-rust/test", json={"testType": test_type, "agentCount": 7}
@@ -233,7 +242,7 @@ def test_rust_routes_raw_shapes() -> None:
             assert t["result"]["iterations"] == planned == t["result"]["plannedIterations"]
             assert t["result"]["withinTimeLimit"] is True
             assert set(t["result"]["bestPath"]) <= {f"test-agent-{i}" for i in range(1, 8)}
-        assert len(client.app[MCTS_SERVICE_KEY]["service"].orchestrator.registry) == models_before
+        assert len(client.app[mcts_api.SERVICE.key].orchestrator.registry) == models_before
         r = await client.post("/api/v1/ab-mcts-rust/test", json={"agentCount": 21})
         assert r.status == 400 and "agentCount" in await r.text()
         r = await client.post("/api/v1/ab-mcts-rust/test", json={"testType": "huge"})
@@ -278,3 +287,112 @@ def test_models_persist_in_redis(redis_adapter, redis_url: str) -> None:
     run_with_client(create_app(settings), scenario)
     reg = RedisStore(redis_adapter).load_models()
     assert len(reg) >= 1
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"max_iterations": -1}, "max_iterations"),
+        ({"max_iteration": 5}, "max_iteration"),  # unknown key
+        ({"max_agents": "many"}, "max_agents"),  # wrong type
+        ({"max_agents": 101}, "max_agents"),
+        ({"persist": "disk"}, "persist"),
+        ({"agents": []}, "agents"),
+        ({"autopilot_max_queue": 0}, "autopilot_max_queue"),
+        ({"rust_search_per_min": -1}, "rust_search_per_min"),
+        ({"rust_recommend_per_min": "fast"}, "rust_recommend_per_min"),
+    ],
+)
+def test_a_bad_mcts_setting_refuses_to_make_the_app(section: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key) as info:
+        create_app(Settings(sections={"mcts": section}))
+    assert "[mcts]" in info.value.message
+    assert info.value.details["key"] == f"mcts.{key}"
+
+
+def test_the_service_is_built_at_startup_and_shared_by_both_routers() -> None:
+    assert mcts_api.router.service is mcts_bridge.router.service is mcts_api.SERVICE
+    app = create_app(Settings(sections={"mcts": {"agents": "planner, coder", "max_agents": 5}}))
+    assert mcts_api.SERVICE.key not in app  # built at start-up, not when the app is made
+    assert mcts_api.SERVICE.config_of(app) == MctsConfig(agents=("planner", "coder"), max_agents=5)
+
+    async def scenario(client: TestClient) -> None:
+        service = client.app[mcts_api.SERVICE.key]
+        assert isinstance(service, MctsService) and service.config.agents == ("planner", "coder")
+        fb = {
+            "sessionId": "s",
+            "agentName": "coder",
+            "taskType": "qa",
+            "reward": {"value": 1, "components": {"quality": 1, "speed": 1, "cost": 1}},
+        }
+        r = await client.post("/api/v1/ab-mcts-rust/feedback", json=fb)
+        assert r.status == 200
+        models = (await (await client.get("/api/v1/ab-mcts/models?taskType=qa")).json())["data"]
+        assert [(m["agent"], m["samples"]) for m in models["rankings"]] == [("coder", 1)]
+        body = {"userRequest": "x", "options": {"maxIterations": 30, "seed": 0}}
+        data = (await (await client.post("/api/v1/ab-mcts/orchestrate", json=body)).json())["data"]
+        assert set(data["executionPath"]) <= {"planner", "coder"}  # the configured agents
+        stats = await (await client.get("/api/v1/ab-mcts-rust/stats")).json()
+        assert stats["stats"]["searches"] == 1 and stats["stats"]["feedbackReceived"] == 1
+        r = await client.post(
+            "/api/v1/ab-mcts/orchestrate",
+            json={"userRequest": "x", "context": {"agents": [f"a{i}" for i in range(6)]}},
+        )
+        assert r.status == 400 and "at most 5 agents" in await r.text()
+
+    run_with_client(app, scenario)
+
+
+def test_a_ready_made_service_serves_both_routers() -> None:
+    service = MctsService(MctsConfig(max_iterations=40))
+    app = create_app(Settings(), services={"mcts": service})
+
+    async def scenario(client: TestClient) -> None:
+        assert client.app[mcts_api.SERVICE.key] is service
+        body = {"userRequest": "x", "options": {"maxIterations": 41}}
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json=body)
+        assert r.status == 400 and "at most 40 iterations" in await r.text()
+        ctx = {"task": "t", "executionContext": {"sessionId": "s"}}
+        search = {"context": ctx, "availableAgents": AGENTS, "options": {"maxIterations": 41}}
+        r = await client.post("/api/v1/ab-mcts-rust/search", json=search)
+        assert r.status == 400 and "at most 40" in await r.text()
+        assert service.searches == 0
+
+    run_with_client(app, scenario)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_models_load_once_redis_answers_when_it_was_down_at_startup() -> None:
+    """The service starts without Redis; routes that need the models answer 503 until it
+    answers, then the stored models are loaded (never overwritten by fresh ones)."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = Settings(redis_url=url, redis_timeout_s=0.5, sections={"mcts": {"persist": "redis"}})
+    body = {"userRequest": "x", "context": {"agents": AGENTS}, "options": {"maxIterations": 20}}
+
+    async def scenario(client: TestClient) -> None:
+        service = client.app[mcts_api.SERVICE.key]
+        r = await client.post("/api/v1/ab-mcts/orchestrate", json=body)
+        assert r.status == 503 and (await r.json())["error"]["code"] == "BACKEND_UNAVAILABLE"
+        with tempfile.TemporaryDirectory() as workdir:
+            args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
+            proc = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL)
+            try:
+                for _ in range(200):
+                    if redis_answers(url, timeout_s=0.2):
+                        break
+                    await asyncio.sleep(0.05)  # polling a child process's readiness
+                stored = ModelRegistry()
+                stored.update("planner", "general", 1.0)
+                assert service.store is not None
+                service.store.save_models(stored)
+                r = await client.post("/api/v1/ab-mcts/orchestrate", json=body)
+                assert r.status == 200, await r.text()
+                assert service.store.load_models().get("planner").n >= 1  # kept, then saved
+                samples = sum(m.n for _, m in service.orchestrator.registry)
+                assert samples == 2  # the stored observation and this orchestration's
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+
+    run_with_client(create_app(settings), scenario)

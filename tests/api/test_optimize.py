@@ -173,7 +173,10 @@ def test_unknown_store_is_a_config_error() -> None:
     from workbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"optimize\.store"):
-        routes._make_store(Settings(sections={"optimize": {"store": "s3"}}))
+        create_app(
+            Settings(sections={"optimize": {"store": "s3"}}),
+            routers=[system.router, routes.router],
+        )
 
 
 def _parameters_restart_scenario(settings: Settings) -> None:

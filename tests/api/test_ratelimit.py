@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from workbench.api import system
 from workbench.api.app import create_app
 from workbench.api.ratelimit import RateLimiter
 from workbench.api.routing import ApiRequest, ApiRouter, rate_for
-from workbench.config import Settings
+from workbench.api.services import ServiceSpec
+from workbench.config import Settings, from_section
 from workbench.errors import ConfigError, InputError, RateLimited
 
 
@@ -56,10 +58,20 @@ def test_clients_are_bounded_and_bad_settings_refused() -> None:
         RateLimiter(0)
 
 
-router = ApiRouter("/limited", tag="test")
+@dataclass(frozen=True)
+class PingConfig:
+    ping_per_min: float = 2.0
 
 
-@router.get("/ping", summary="A limited route", rate_limit=2, rate_setting="mcts.ping_per_min")
+LIMITED = ServiceSpec(
+    "limited",
+    config=lambda settings: from_section(PingConfig, settings.section("bench"), "bench"),
+    build=lambda config, settings: object(),
+)
+router = ApiRouter("/limited", tag="test", service=LIMITED)
+
+
+@router.get("/ping", summary="A limited route", rate_limit=2, rate_setting="ping_per_min")
 async def ping(req: ApiRequest) -> Any:
     return {"pong": True}
 
@@ -87,15 +99,21 @@ def test_a_limited_route_answers_429_with_retry_after() -> None:
 
 def test_the_setting_overrides_or_turns_off_the_limit() -> None:
     spec = next(s for s in router.routes if s.path == "/limited/ping")
-    assert rate_for(spec, Settings()) == 2
-    assert rate_for(spec, Settings(sections={"mcts": {"ping_per_min": "30"}})) == 30
-    assert rate_for(spec, Settings(sections={"mcts": {"ping_per_min": 0}})) is None
-    with pytest.raises(ConfigError, match=r"mcts\.ping_per_min"):
-        rate_for(spec, Settings(sections={"mcts": {"ping_per_min": "lots"}}))
+
+    def configs(**api: Any) -> dict[str, Any]:
+        return {"limited": LIMITED.config(Settings(sections={"bench": api}))}
+
+    assert rate_for(spec, configs()) == 2
+    assert rate_for(spec, configs(ping_per_min="30")) == 30
+    assert rate_for(spec, configs(ping_per_min=0)) is None
+    with pytest.raises(ConfigError, match=r"\[bench\] ping_per_min"):
+        create_app(
+            Settings(sections={"bench": {"ping_per_min": "lots"}}), routers=[system.router, router]
+        )
 
     async def scenario(client: TestClient) -> None:
         for _ in range(10):
             assert (await client.get("/limited/ping")).status == 200
 
-    off = Settings(sections={"mcts": {"ping_per_min": 0}})
+    off = Settings(sections={"bench": {"ping_per_min": 0}})
     run_with_client(create_app(off, routers=[system.router, router]), scenario)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -47,18 +48,19 @@ def test_result_shape_and_determinism() -> None:
     b = Orchestrator().orchestrate({"userRequest": "hi"}, AGENTS, options=opts)
     assert [s.agent for s in a.best_path] == [s.agent for s in b.best_path]
     assert a.best_action in AGENTS and 0 <= a.confidence <= 1
-    assert a.search_metrics["iterations"] == 300 and a.search_metrics["nodesExplored"] == 300
-    d = a.to_dict()
+    assert a.search_metrics.iterations == 300 and a.search_metrics.nodes_explored == 300
+    d = json.loads(json.dumps(a.to_dict()))  # JSON-ready
     assert set(d) >= {
-        "orchestrationId",
-        "bestAction",
+        "orchestration_id",
+        "best_action",
         "confidence",
-        "searchMetrics",
-        "executionPlan",
+        "search_metrics",
+        "execution_plan",
         "recommendations",
-        "alternativePaths",
+        "alternatives",
     }
-    assert d["executionPlan"]["riskAssessment"] in {"low", "medium", "high"}
+    assert d["execution_plan"]["risk_assessment"] in {"low", "medium", "high"}
+    assert d["execution_path"] == [s.agent for s in a.best_path] == list(a.execution_path)
     assert len(a.alternatives) <= 3 and a.outcome is None
     for path in (a.best_path, *a.alternatives):  # no agent twice among siblings
         assert all(s.depth == i + 1 for i, s in enumerate(path))
@@ -74,7 +76,7 @@ def test_limits() -> None:
     with pytest.raises(InputError):
         orc.orchestrate({}, ["a", "a"])
     r = orc.orchestrate({}, ["a", "b"], options=OrchestrationOptions(iterations=10_000, budget=1))
-    assert r.search_metrics["iterations"] < 10_000 and r.search_metrics["budgetLeft"] == 0
+    assert r.search_metrics.iterations < 10_000 and r.search_metrics.budget_left == 0
 
 
 def test_siblings_are_distinct_agents() -> None:
@@ -129,7 +131,7 @@ def test_feedback_and_visualization() -> None:
     r = orc.orchestrate({"taskType": "t"}, AGENTS, options=OrchestrationOptions(iterations=100))
     before = orc.registry.get(r.best_action, "t").success.alpha
     out = orc.feedback(r.orchestration_id, 5)
-    assert out["reward"] == 1.0 and orc.registry.get(r.best_action, "t").success.alpha == before + 1
+    assert out.reward == 1.0 and orc.registry.get(r.best_action, "t").success.alpha == before + 1
     orc.feedback(r.orchestration_id, reward={"quality": 0.2, "speed": 0.1, "cost": 0.0})
     with pytest.raises(InputError):
         orc.feedback(r.orchestration_id, 6)
@@ -138,11 +140,11 @@ def test_feedback_and_visualization() -> None:
     with pytest.raises(NotFoundError):
         orc.feedback("nope", 3)
     viz = orc.visualization(r.orchestration_id)
-    assert viz["metrics"]["totalNodes"] == 101 and any(n["isBest"] for n in viz["nodes"])
-    assert {e["target"] for e in viz["edges"]} <= {n["id"] for n in viz["nodes"]}
-    assert orc.statistics()["totalOrchestrations"] == 1
+    assert viz.metrics.total_nodes == 101 and any(n.is_best for n in viz.nodes)
+    assert {e.target for e in viz.edges} <= {n.node_id for n in viz.nodes}
+    assert orc.statistics().total_orchestrations == 1
     orc.reset()
-    assert orc.statistics()["totalOrchestrations"] == 0 and len(orc.registry) == 0
+    assert orc.statistics().total_orchestrations == 0 and len(orc.registry) == 0
 
 
 def test_bounded_records() -> None:
@@ -161,7 +163,7 @@ def test_bounded_records() -> None:
 
 def test_module_functions() -> None:
     r = orchestrate({}, ["x", "y"], options=OrchestrationOptions(iterations=20))
-    assert feedback(r.orchestration_id, 3)["reward"] == pytest.approx(0.6)
+    assert feedback(r.orchestration_id, 3).reward == pytest.approx(0.6)
     assert default_orchestrator().get(r.orchestration_id) is r
 
 
@@ -175,7 +177,7 @@ def test_cancel_and_metrics() -> None:
     r = Orchestrator().orchestrate(
         {}, ["a", "b"], options=OrchestrationOptions(iterations=5000), cancel=ev
     )
-    assert r.search_metrics["iterations"] == 0 and r.best_action == "fallback"
+    assert r.search_metrics.iterations == 0 and r.best_action == "fallback"
     text = metrics.render().decode()
     assert "workbench_mcts_orchestrations_total" in text
     assert "workbench_mcts_searches_total" in text
@@ -197,14 +199,14 @@ def test_open_breaker_falls_back_to_the_next_best_agent() -> None:
     assert r.best_action == plan.best_action
     assert r.skipped_agents == (plan.best_action,)
     assert r.executed_agent == calls[0] != plan.best_action
-    assert r.to_dict()["executedAgent"] == r.executed_agent
+    assert r.to_dict()["executed_agent"] == r.executed_agent
     # the executed agent's model learnt, the skipped one's did not
     assert orc.registry.get(r.executed_agent).success.alpha == 2.0
     assert orc.registry.get(plan.best_action).success.alpha == 1.0
-    assert orc.statistics()["circuitBreakerState"] == "OPEN"
+    assert orc.statistics().circuit_breaker_state == "OPEN"
     assert any("Circuit breakers open" in s for s in orc.recommendations())
     fb = orc.feedback(r.orchestration_id, 5)
-    assert fb["agent"] == r.executed_agent
+    assert fb.agent == r.executed_agent
 
 
 def test_failing_agents_trip_their_breakers_until_nothing_runs() -> None:
@@ -223,7 +225,7 @@ def test_failing_agents_trip_their_breakers_until_nothing_runs() -> None:
     assert len(calls) == 6  # nothing was called
     assert r.outcome is None and r.executed_agent is None
     assert set(r.skipped_agents) == {"a", "b"}
-    assert orc.statistics()["circuitBreakers"] == {"a": "OPEN", "b": "OPEN"}
+    assert orc.statistics().circuit_breakers == {"a": "OPEN", "b": "OPEN"}
 
 
 def test_agent_time_limit() -> None:

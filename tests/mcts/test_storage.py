@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from workbench.errors import NotFoundError, StorageFormatError
 from workbench.mcts import ALGORITHMS, ask, search, tell
 from workbench.mcts.models import ModelRegistry
+from workbench.mcts.orchestrate import SAVED_FORMAT, Orchestrator, SavedOrchestration
 from workbench.mcts.storage import (
     RedisStore,
     dumps_search,
@@ -99,7 +103,7 @@ def test_redis_roundtrip(redis_adapter) -> None:
 
 
 def test_feedback_finds_orchestrations_saved_in_redis(redis_adapter) -> None:
-    from workbench.mcts.orchestrate import OrchestrationOptions, Orchestrator
+    from workbench.mcts.orchestrate import OrchestrationOptions
 
     store = RedisStore(redis_adapter, ttl_s=60)
     first = Orchestrator(store=store)
@@ -109,17 +113,18 @@ def test_feedback_finds_orchestrations_saved_in_redis(redis_adapter) -> None:
         options=OrchestrationOptions(iterations=50, seed=0, execute=False),
     )
     saved = store.load_result(r.orchestration_id)
-    assert saved["bestAction"] == r.best_action and saved["taskType"] == "qa"
+    assert saved["format"] == SAVED_FORMAT
+    assert saved["best_action"] == r.best_action and saved["task_type"] == "qa"
     other = Orchestrator(store=store)  # another process, or after the record expired
     out = other.feedback(r.orchestration_id, 5)
-    assert out["agent"] == r.best_action and out["taskType"] == "qa"
+    assert out.agent == r.best_action and out.task_type == "qa"
     assert other.registry.get(r.best_action, "qa").success.alpha == 2.0
     with pytest.raises(NotFoundError):
         other.feedback("never-made", 3)
 
 
 def test_visualization_after_the_tree_left_memory(redis_adapter) -> None:
-    from workbench.mcts.orchestrate import OrchestrationOptions, Orchestrator
+    from workbench.mcts.orchestrate import OrchestrationOptions
 
     store = RedisStore(redis_adapter, ttl_s=60)
     opts = OrchestrationOptions(iterations=300, seed=3, execute=False)
@@ -130,10 +135,48 @@ def test_visualization_after_the_tree_left_memory(redis_adapter) -> None:
     assert first.visualization(r.orchestration_id) == live  # now read back from Redis
     other = Orchestrator(store=store, persist_trees=True)  # another process
     view = other.visualization(r.orchestration_id)
-    assert view == live and view["metrics"]["totalNodes"] > 1
-    assert sum(n["isBest"] for n in view["nodes"]) == len(r.best_path) + 1  # root included
+    assert view == live and view.metrics.total_nodes > 1
+    assert sum(n.is_best for n in view.nodes) == len(r.best_path) + 1  # root included
     without = Orchestrator(store=store)  # not persisting trees: only memory counts
     with pytest.raises(NotFoundError):
         without.visualization(r.orchestration_id)
     with pytest.raises(NotFoundError):
         other.visualization("never-made")
+
+
+FORMAT_1 = Path(__file__).parent / "data" / "saved_orchestration_v1.json"
+
+
+def test_summaries_saved_before_the_format_was_numbered_still_load(redis_adapter) -> None:
+    """A summary as the platform-shaped format 1 wrote it (``ab-mcts:result:<id>``, camelCase,
+    no ``format`` member) still serves feedback and the visualization."""
+    legacy = json.loads(FORMAT_1.read_text())
+    oid = legacy["searchId"]
+    store = RedisStore(redis_adapter, ttl_s=60)
+    store.save_result(oid, {**legacy, "executedAgent": "c"})  # a fallback ran
+    orc = Orchestrator(store=store, persist_trees=True)
+    out = orc.feedback(oid, 5)
+    assert out.agent == "c" and out.task_type == "qa"
+    assert orc.registry.get("c", "qa").success.alpha == 2.0
+    view = orc.visualization(oid)
+    old = legacy["visualization"]
+    assert view.orchestration_id == oid and view.metrics.total_nodes == old["metrics"]["totalNodes"]
+    assert [str(n.node_id) for n in view.nodes] == [n["id"] for n in old["nodes"]]
+    assert [n.is_best for n in view.nodes] == [n["isBest"] for n in old["nodes"]]
+    assert [(str(e.source), str(e.target)) for e in view.edges] == [
+        (e["source"], e["target"]) for e in old["edges"]
+    ]
+    saved = SavedOrchestration.from_dict(legacy)
+    assert saved.search_metrics is not None
+    assert saved.search_metrics.iterations == legacy["searchMetrics"]["iterations"]
+    again = SavedOrchestration.from_dict(json.loads(json.dumps(saved.to_dict())))
+    assert again == saved  # format 2 round-trips
+
+
+def test_unknown_or_corrupt_summaries_are_refused() -> None:
+    with pytest.raises(StorageFormatError, match="format 3"):
+        SavedOrchestration.from_dict({"format": 3, "orchestration_id": "x"})
+    with pytest.raises(StorageFormatError, match="format None"):
+        SavedOrchestration.from_dict({"bestAction": "a"})
+    with pytest.raises(StorageFormatError, match="corrupt"):
+        SavedOrchestration.from_dict({"format": SAVED_FORMAT, "orchestration_id": "x"})

@@ -12,8 +12,16 @@
    require the admin token, 403 otherwise (and always 403 when none is configured);
 4. turns every error into the platform's error envelope with a status that fits.
 
-It is one middleware, not four, because each aiohttp middleware adds a coroutine frame to
-every request; the LLM router's proxy path shares this app.
+With several workers (:mod:`workbench.api.workers`) it first sends a request for a route of a
+subsystem owned by another worker to that worker, and names the worker that answered in
+``X-Workbench-Worker`` on every response.
+
+It is one middleware, not five, because each aiohttp middleware adds a coroutine frame to
+every request.
+
+Each mounted subsystem's domain service is declared by a
+:class:`~workbench.api.services.ServiceSpec`: its config is built (and so validated) when the
+app is made, the service itself at start-up in the owning worker, and closed at clean-up.
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ from typing import Any
 
 from aiohttp import web
 
+from workbench.api.config import ApiConfig
 from workbench.api.envelope import dumps, error_body
 from workbench.api.openapi import build_openapi
-from workbench.api.ratelimit import RateLimiter
+from workbench.api.ratelimit import RateLimiter, SharedRateLimiter
 from workbench.api.routing import (
+    CLIENT_KEY,
     REQUEST_ID_KEY,
     SETTINGS_KEY,
     ApiRouter,
@@ -40,10 +50,28 @@ from workbench.api.routing import (
     make_aiohttp_handler,
     rate_for,
 )
+from workbench.api.services import ServiceSpec, close_service, validate_services
+from workbench.api.workers import (
+    CLIENT_HEADER,
+    WORKER_HEADER,
+    Forwarder,
+    WorkerInfo,
+    assign_owners,
+    is_internal,
+)
 from workbench.config import Settings, load_settings
 from workbench.errors import RateLimited, WorkbenchError
 
-__all__ = ["OPENAPI_KEY", "ROUTER_MODULES", "ROUTES_KEY", "STARTED_AT_KEY", "create_app"]
+__all__ = [
+    "FORWARDER_KEY",
+    "OPENAPI_KEY",
+    "ROUTER_MODULES",
+    "ROUTES_KEY",
+    "STARTED_AT_KEY",
+    "WORKER_KEY",
+    "create_app",
+    "mounted_services",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +79,7 @@ logger = logging.getLogger(__name__)
 ROUTER_MODULES: tuple[str, ...] = (
     "workbench.api.system",
     "workbench.api.mcts",
+    "workbench.api.mcts_bridge",
     "workbench.api.optimize",
     "workbench.api.gpu",
 )
@@ -58,6 +87,8 @@ ROUTER_MODULES: tuple[str, ...] = (
 ROUTES_KEY = web.AppKey("workbench_routes", list)
 OPENAPI_KEY = web.AppKey("workbench_openapi", dict)
 STARTED_AT_KEY = web.AppKey("workbench_started_at", float)
+WORKER_KEY = web.AppKey("workbench_worker", WorkerInfo)
+FORWARDER_KEY = web.AppKey("workbench_forwarder", Forwarder)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STATUS_CODES = {
@@ -100,10 +131,28 @@ def _token_ok(header: str | None, *tokens: str | None) -> bool:
     return ok
 
 
-def _make_middleware(settings: Settings) -> Any:
+class _Refusal(Exception):
+    """The frame refuses a request before any handler runs (size, token)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status, self.code, self.message = status, code, message
+        self.details, self.headers = details, headers
+
+
+def _make_middleware(
+    settings: Settings, worker: WorkerInfo, owners: dict[str, int], forwarder: Forwarder | None
+) -> Any:
     api_token = settings.api_token
     admin_token = settings.admin_token
     limit = settings.max_body_bytes
+    me = str(worker.index)
 
     @web.middleware
     async def frame(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -115,22 +164,20 @@ def _make_middleware(settings: Settings) -> Any:
         try:
             length = request.content_length
             if length is not None and length > limit:
-                return _error(
+                raise _Refusal(
                     413,
                     "PAYLOAD_TOO_LARGE",
                     f"request body of {length} bytes exceeds the limit of {limit} bytes; "
                     "send less or raise WORKBENCH_MAX_BODY_BYTES",
-                    rid,
                     {"limit": limit, "size": length},
                 )
             public = spec is not None and spec.public
             auth = request.headers.get("Authorization")
             if api_token is not None and not public and not _token_ok(auth, api_token, admin_token):
-                return _error(
+                raise _Refusal(
                     401,
                     "UNAUTHORIZED",
                     "missing or invalid bearer token; send 'Authorization: Bearer <token>'",
-                    rid,
                     headers={"WWW-Authenticate": 'Bearer realm="workbench"'},
                 )
             if spec is not None and spec.admin and not _token_ok(auth, admin_token):
@@ -139,8 +186,19 @@ def _make_middleware(settings: Settings) -> Any:
                     if admin_token is None
                     else "this route needs the admin token: 'Authorization: Bearer <admin token>'"
                 )
-                return _error(403, "FORBIDDEN", why, rid)
+                raise _Refusal(403, "FORBIDDEN", why)
+            if forwarder is not None:
+                forwarded = request.headers.get(CLIENT_HEADER)
+                if forwarded is not None and is_internal(request):
+                    request[CLIENT_KEY] = forwarded
+                elif spec is not None and spec.service is not None:
+                    owner = owners[spec.service.name]
+                    if owner != worker.index:
+                        # The owner's answer carries its own request id and worker headers.
+                        return await forwarder.forward(request, owner, rid, spec.service.name)
             response = await handler(request)
+        except _Refusal as exc:
+            response = _error(exc.status, exc.code, exc.message, rid, exc.details, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -163,39 +221,123 @@ def _make_middleware(settings: Settings) -> Any:
             logger.exception("unhandled error in %s %s", request.method, request.path)
             response = _error(500, "INTERNAL_ERROR", "internal error; see the server log", rid)
         response.headers["X-Request-Id"] = rid
+        response.headers[WORKER_HEADER] = me
         return response
 
     return frame
 
 
+def _limiter(
+    route: RouteSpec, per_min: float, config: ApiConfig, settings: Settings, worker: WorkerInfo
+) -> RateLimiter | SharedRateLimiter:
+    name = f"{route.method} {route.path}"
+    local = per_min
+    if route.service is None and worker.count > 1:
+        # Served by every worker from its own buckets: each takes its share.
+        local /= worker.count
+    fallback = RateLimiter(local, name=name)
+    if config.rate_limits == "redis":
+        from workbench.redis_adapter import RedisAdapter
+
+        return SharedRateLimiter(
+            RedisAdapter.from_settings(settings), per_min, name=name, fallback=fallback
+        )
+    return fallback
+
+
+def mounted_services(routers: list[ApiRouter]) -> list[ServiceSpec[Any, Any]]:
+    """The distinct service specs of ``routers``, in mount order."""
+    seen: dict[str, ServiceSpec[Any, Any]] = {}
+    for router in routers:
+        spec = router.service
+        if spec is None:
+            continue
+        other = seen.setdefault(spec.name, spec)
+        if other is not spec:
+            raise ValueError(f"two different services are named {spec.name!r}")
+    return list(seen.values())
+
+
+def default_routers() -> list[ApiRouter]:
+    """The routers of :data:`ROUTER_MODULES`."""
+    return [importlib.import_module(name).router for name in ROUTER_MODULES]
+
+
 def create_app(
-    settings: Settings | None = None, *, routers: list[ApiRouter] | None = None
+    settings: Settings | None = None,
+    *,
+    routers: list[ApiRouter] | None = None,
+    services: dict[str, Any] | None = None,
+    worker: WorkerInfo | None = None,
 ) -> web.Application:
     """Build the application.
 
     Args:
         settings: Service settings (default :func:`~workbench.config.load_settings`).
         routers: Routers to mount instead of those of :data:`ROUTER_MODULES` (tests).
+        services: Ready-made domain services by service name, used instead of building them
+            (tests); they are still closed at clean-up.
+        worker: This process's place among the server's workers (default: the only one).
+
+    Raises:
+        ConfigError: a subsystem's settings are invalid.
     """
     settings = settings or load_settings()
+    worker = worker or WorkerInfo()
+    if routers is None:
+        routers = default_routers()
+    specs = mounted_services(routers)
+    api_config = ApiConfig.from_settings(settings)
+    configs = validate_services(specs, settings)
+    owners = assign_owners([s.name for s in specs], worker.count)
+    forwarder = Forwarder(worker) if worker.count > 1 else None
     app = web.Application(
-        middlewares=[_make_middleware(settings)], client_max_size=settings.max_body_bytes
+        middlewares=[_make_middleware(settings, worker, owners, forwarder)],
+        client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings
     app[STARTED_AT_KEY] = time.time()
-    if routers is None:
-        routers = [importlib.import_module(name).router for name in ROUTER_MODULES]
-    specs: list[RouteSpec] = []
+    app[WORKER_KEY] = worker
+    if forwarder is not None:
+        app[FORWARDER_KEY] = forwarder
+    routes: list[RouteSpec] = []
     for router in routers:
-        for spec in router.routes:
-            per_min = rate_for(spec, settings)
-            limiter = (
-                None if per_min is None else RateLimiter(per_min, name=f"{spec.method} {spec.path}")
-            )
-            app.router.add_route(spec.method, spec.path, make_aiohttp_handler(spec, limiter))
-            specs.append(spec)
+        for route in router.routes:
+            per_min = rate_for(route, configs)
+            limiter = None
+            if per_min is not None:
+                limiter = _limiter(route, per_min, api_config, settings, worker)
+            app.router.add_route(route.method, route.path, make_aiohttp_handler(route, limiter))
+            routes.append(route)
         app.on_startup.extend(router.on_startup)
         app.on_cleanup.extend(router.on_cleanup)
-    app[ROUTES_KEY] = specs
-    app[OPENAPI_KEY] = build_openapi(specs)
+    app[ROUTES_KEY] = routes
+    app[OPENAPI_KEY] = build_openapi(routes)
+    given = dict(services or {})
+    unknown = set(given) - set(configs)
+    if unknown:
+        raise ValueError(f"services {sorted(unknown)} are not mounted; mounted: {sorted(configs)}")
+    owned = [s for s in specs if owners[s.name] == worker.index]
+    for spec in specs:
+        app[spec.config_key] = configs[spec.name]
+
+    async def start_services(app: web.Application) -> None:
+        for spec in owned:
+            if spec.name in given:
+                app[spec.key] = given[spec.name]
+            else:
+                app[spec.key] = spec.build(configs[spec.name], settings)
+
+    async def close_services(app: web.Application) -> None:
+        for spec in reversed(owned):
+            if spec.key in app:
+                try:
+                    await close_service(spec, app[spec.key])
+                except Exception:
+                    logger.exception("closing the %s service failed", spec.name)
+        if forwarder is not None:
+            await forwarder.close()
+
+    app.on_startup.insert(0, start_services)
+    app.on_cleanup.append(close_services)
     return app

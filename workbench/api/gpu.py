@@ -4,71 +4,46 @@ The platform's routes keep their shapes (``GET /status``, ``GET /models``); the 
 what the manager now really does: devices and their readings, VRAM reservations (create,
 renew, release), vision jobs run by external workers (submit, status, complete, cancel),
 in-process metrics and health with reasons. Every route needs the API token when one is
-configured. The service behind them (:class:`~workbench.gpu.service.VisionService`) starts
-on the first request, so app start-up stays fast, and stops with the app.
+configured. The service behind them (:class:`~workbench.gpu.service.VisionService`) is built
+from the validated ``[gpu]`` settings at start-up (see :mod:`workbench.api.services`) and
+stops with the app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from typing import Any
 
-from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, model_validator
 
-from workbench.api.routing import SETTINGS_KEY, ApiRequest, ApiRouter, Reply
-from workbench.errors import ConflictError, InputError
+from workbench.api.routing import ApiRequest, ApiRouter, Reply
+from workbench.api.services import ServiceSpec
+from workbench.api.wire import WireModel
+from workbench.errors import InputError
+from workbench.gpu.service import VisionConfig, VisionService
 
-__all__ = ["SERVICE_KEY", "router"]
-
-router = ApiRouter("/api/v1/vision", tag="vision")
-
-
-class _Holder:
-    """Creates the service on first use (NVML start-up and threads stay out of app start)."""
-
-    def __init__(self) -> None:
-        self.service: Any = None
-        self.lock = threading.Lock()
-
-    def get(self, app: web.Application) -> Any:
-        if self.service is None:
-            with self.lock:
-                if self.service is None:
-                    from workbench.gpu.service import VisionConfig, VisionService
-
-                    config = VisionConfig.from_section(app[SETTINGS_KEY].section("gpu"))
-                    self.service = VisionService(config).start()
-        return self.service
+__all__ = ["SERVICE", "router"]
 
 
-SERVICE_KEY = web.AppKey("workbench_vision_service", _Holder)
+def _build(config: VisionConfig, settings: Any) -> VisionService:
+    return VisionService(config).start()
 
 
-async def _startup(app: web.Application) -> None:
-    if SERVICE_KEY not in app:
-        app[SERVICE_KEY] = _Holder()
+#: The vision service: built at start-up in the worker that owns it, closed with the app.
+SERVICE: ServiceSpec[VisionConfig, VisionService] = ServiceSpec(
+    "vision", config=VisionConfig.from_settings, build=_build, close=VisionService.close
+)
+
+router = ApiRouter("/api/v1/vision", tag="vision", service=SERVICE)
 
 
-async def _cleanup(app: web.Application) -> None:
-    holder = app.get(SERVICE_KEY)
-    if holder is not None and holder.service is not None:
-        holder.service.close()
+def _service(req: ApiRequest) -> VisionService:
+    return SERVICE.of(req)
 
 
-router.on_startup.append(_startup)
-router.on_cleanup.append(_cleanup)
-
-
-def _service(req: ApiRequest) -> Any:
-    return req.app[SERVICE_KEY].get(req.app)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+class _Model(WireModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class ReservationBody(_Model):
@@ -223,13 +198,7 @@ async def complete_job(req: ApiRequest) -> Any:
 @router.delete("/jobs/{job_id}", summary="Cancel a queued job")
 async def cancel_job(req: ApiRequest) -> Any:
     service = _service(req)
-    job = service.scheduler.job(req.path["job_id"])
-    if not service.scheduler.cancel(job.id):
-        raise ConflictError(
-            f"job {job.id} is {service.job_status(job)}; only queued jobs can be cancelled "
-            "(a running job ends with POST .../complete)"
-        )
-    return service.job_view(job)
+    return service.job_view(service.cancel_queued(req.path["job_id"]))
 
 
 @router.get("/metrics", summary="In-process counters of the allocator, scheduler and monitor")

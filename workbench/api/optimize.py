@@ -7,16 +7,16 @@
   study from a space definition, ``POST .../ask``, ``POST .../tell``, ``GET .../best``,
   ``GET .../pareto``.
 
-Model work runs in a worker thread (``asyncio.to_thread``) under a per-service lock, so the
-event loop keeps answering ``/health`` while a GP is fitted.
+The domain service (:class:`~workbench.optimize.service.OptimizeService`) holds the studies
+and the learner; model work runs in a worker thread under its lock, so the event loop keeps
+answering ``/health`` while a GP is fitted.
 
 Studies persist after every change, and so does what ``/api/v1/parameters/feedback`` learnt
 (each task type is the study ``parameters-<task_type>``, readable through the study routes;
 that prefix is reserved), so a restarted service resumes them where they were (and proposes
 the same next point). ``[optimize] store`` (``WORKBENCH_OPTIMIZE__STORE``)
-chooses where: ``"file"`` (default: ``<data_dir>/optimize/studies/<name>.json``, written
-atomically), ``"redis"`` (``optimize:study:<name>`` through the Redis adapter) or
-``"memory"`` (nothing survives a restart).
+chooses where (:mod:`workbench.optimize.service`): ``"file"`` (default), ``"redis"`` or
+``"memory"``.
 """
 
 from __future__ import annotations
@@ -25,22 +25,19 @@ import asyncio
 import uuid
 from typing import Any
 
-from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-from workbench.api.routing import SETTINGS_KEY, ApiRequest, ApiRouter, Reply
+from workbench.api.routing import ApiRequest, ApiRouter, Reply
+from workbench.api.services import ServiceSpec
+from workbench.api.wire import WireModel
 from workbench.config import Settings
-from workbench.errors import ConfigError, ConflictError, InputError, NotFoundError
-from workbench.optimize.feedback import STUDY_PREFIX, TASK_TYPE_PATTERN
+from workbench.errors import InputError
+from workbench.optimize.feedback import TASK_TYPE_PATTERN
+from workbench.optimize.service import OptimizeConfig, OptimizeService
 
-__all__ = ["router"]
+__all__ = ["SERVICE", "router"]
 
-router = ApiRouter("/api/v1", tag="optimize")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+_Model = WireModel  # the request schemas below share the one wire base
 
 
 class UserPreferences(_Model):
@@ -103,54 +100,20 @@ class TellBody(_Model):
     failed: bool = False
 
 
-class _Service:
-    """Per-app state: the feedback learner, the named studies and where they persist."""
-
-    def __init__(self, settings: Settings) -> None:
-        from workbench.optimize.feedback import FeedbackLearner
-
-        self.studies: dict[str, Any] = {}
-        self.lock = asyncio.Lock()
-        self.store = _make_store(settings)
-        # The per-task learners live in the same store, as parameters-<task_type> studies.
-        self.learner = FeedbackLearner(store=self.store)
-
-    async def save(self, opt: Any) -> None:
-        if self.store is not None:
-            await asyncio.to_thread(self.store.save, opt)
+def _build(config: OptimizeConfig, settings: Settings) -> OptimizeService:
+    return OptimizeService(config, settings)
 
 
-def _make_store(settings: Settings) -> Any:
-    kind = str(settings.section("optimize").get("store", "file")).lower()
-    if kind == "memory":
-        return None
-    if kind == "file":
-        from workbench.optimize.storage import FileStudyStore
+#: The optimizer service: built at start-up in the worker that owns it.
+SERVICE: ServiceSpec[OptimizeConfig, OptimizeService] = ServiceSpec(
+    "optimize", config=OptimizeConfig.from_settings, build=_build
+)
 
-        return FileStudyStore(settings.data_dir / "optimize" / "studies")
-    if kind == "redis":
-        from workbench.optimize.storage import RedisStudyStore
-        from workbench.redis_adapter import RedisAdapter
-
-        return RedisStudyStore(RedisAdapter.from_settings(settings))
-    raise ConfigError(
-        f"invalid setting optimize.store={kind!r}: use 'file', 'redis' or 'memory'",
-        details={"key": "optimize.store"},
-    )
+router = ApiRouter("/api/v1", tag="optimize", service=SERVICE)
 
 
-SERVICE_KEY = web.AppKey("workbench_optimize", _Service)
-
-
-def _service(req: ApiRequest) -> _Service:
-    return req.app[SERVICE_KEY]
-
-
-async def _startup(app: web.Application) -> None:
-    app[SERVICE_KEY] = _Service(app[SETTINGS_KEY])
-
-
-router.on_startup.append(_startup)
+def _service(req: ApiRequest) -> OptimizeService:
+    return SERVICE.of(req)
 
 
 # ----- /api/v1/parameters --------------------------------------------------------------------
@@ -240,65 +203,30 @@ async def parameters_health(req: ApiRequest) -> dict[str, Any]:
 
 # ----- /api/v1/optimize/{study} ---------------------------------------------------------------
 async def _study(req: ApiRequest) -> Any:
-    name = req.path["study"]
-    svc = _service(req)
-    if name.startswith(STUDY_PREFIX):
-        # One object per study: the learner's own optimizer, never a second copy from the store.
-        task = name[len(STUDY_PREFIX) :]
-        opt = svc.learner.optimizers.get(task)
-        if opt is None:
-            raise NotFoundError(
-                f"study {name!r} does not exist: no feedback for task type {task!r} yet",
-                details={"study": name},
-            )
-        return opt
-    opt = svc.studies.get(name)
-    if opt is None and svc.store is not None:
-        from workbench.optimize.storage import check_study_name
-
-        check_study_name(name)
-        if await asyncio.to_thread(svc.store.exists, name):
-            opt = svc.studies[name] = await asyncio.to_thread(svc.store.load, name)
-    if opt is None:
-        raise NotFoundError(
-            f"study {name!r} does not exist; create it with POST /api/v1/optimize/{name}",
-            details={"study": name},
-        )
-    return opt
+    return await _service(req).study(req.path["study"])
 
 
 @router.post("/optimize/{study}", body=StudyCreate, summary="Create a study")
 async def create_study(req: ApiRequest) -> Reply:
     from workbench.optimize import Optimizer, SearchSpace
-    from workbench.optimize.storage import check_study_name
 
-    name = check_study_name(req.path["study"])
-    if name.startswith(STUDY_PREFIX):
-        raise InputError(
-            f"study names starting with {STUDY_PREFIX!r} are the per-task studies "
-            "of /api/v1/parameters; choose another name",
-            details={"field": "study"},
-        )
-    svc = _service(req)
-    stored = svc.store is not None and await asyncio.to_thread(svc.store.exists, name)
-    if name in svc.studies or stored:
-        raise ConflictError(f"study {name!r} already exists", details={"study": name})
     body: StudyCreate = req.body
     space = SearchSpace.from_dict({"params": body.space})
-    opt = Optimizer(
-        space,
-        body.objectives,
-        strategy=body.strategy,
-        seed=body.seed,
-        outcome_constraints=body.outcome_constraints,
-        ref_point=body.ref_point,
-        name=name,
-    )
-    async with svc.lock:
-        await svc.save(opt)
-        svc.studies[name] = opt
+
+    def make(name: str) -> Optimizer:
+        return Optimizer(
+            space,
+            body.objectives,
+            strategy=body.strategy,
+            seed=body.seed,
+            outcome_constraints=body.outcome_constraints,
+            ref_point=body.ref_point,
+            name=name,
+        )
+
+    opt = await _service(req).create(req.path["study"], make)
     return Reply(
-        {"study": name, "space": space.to_dict(), "objectives": opt.objectives},
+        {"study": opt.name, "space": space.to_dict(), "objectives": opt.objectives},
         status=201,
         meta={"message": "study created"},
     )

@@ -25,9 +25,8 @@ on ASGI stacks that proxied at about half aiohttp's rate on this machine.
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,8 @@ from pydantic import BaseModel, ValidationError
 
 from workbench import metrics
 from workbench.api.envelope import dumps, success_body
-from workbench.api.ratelimit import RateLimiter
+from workbench.api.ratelimit import RateLimiter, SharedRateLimiter
+from workbench.api.services import ServiceSpec
 from workbench.config import Settings
 from workbench.errors import ConfigError, InputError
 
@@ -44,6 +44,8 @@ __all__ = ["SETTINGS_KEY", "ApiRequest", "ApiRouter", "Reply", "RouteSpec"]
 
 SETTINGS_KEY = web.AppKey("workbench_settings", Settings)
 REQUEST_ID_KEY = web.RequestKey("workbench_request_id", str)
+#: The client a request is accounted to (its peer, or the original peer of a forwarded one).
+CLIENT_KEY = web.RequestKey("workbench_client", str)
 
 Handler = Callable[["ApiRequest"], Awaitable[Any]]
 Hook = Callable[[web.Application], Awaitable[None]]
@@ -121,6 +123,7 @@ class RouteSpec:
     responses: dict[int, str] = field(default_factory=dict)
     rate_limit: float | None = None
     rate_setting: str | None = None
+    service: ServiceSpec[Any, Any] | None = None
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -148,14 +151,24 @@ class ApiRouter:
         prefix: Path prefix, e.g. ``"/api/v1/ab-mcts"`` (``""`` for top-level routes).
         tag: OpenAPI tag grouping the routes.
         envelope: Wrap results in the platform's envelope (``False`` for raw-shape routers).
+        service: The subsystem's domain service (see :mod:`workbench.api.services`); its
+            routes are served by the worker that owns it.
     """
 
-    def __init__(self, prefix: str, *, tag: str, envelope: bool = True) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        tag: str,
+        envelope: bool = True,
+        service: ServiceSpec[Any, Any] | None = None,
+    ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"router prefix {prefix!r} must start and not end with '/'")
         self.prefix = prefix
         self.tag = tag
         self.envelope = envelope
+        self.service = service
         self.routes: list[RouteSpec] = []
         self.on_startup: list[Hook] = []
         self.on_cleanup: list[Hook] = []
@@ -180,8 +193,8 @@ class ApiRouter:
         """Declare a route; see the module docstring. ``public`` routes need no token.
 
         ``rate_limit`` (requests a minute per client, see :mod:`workbench.api.ratelimit`)
-        limits the route; ``rate_setting`` (``"section.key"``) names the setting that
-        overrides it, where 0 turns the limit off.
+        limits the route; ``rate_setting`` names the field of the router's service config
+        that overrides it, where 0 turns the limit off.
         """
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0, got {rate_limit}")
@@ -206,6 +219,7 @@ class ApiRouter:
                     responses={**(responses or {}), **limited},
                     rate_limit=rate_limit,
                     rate_setting=rate_setting,
+                    service=self.service,
                 )
             )
             return handler
@@ -225,33 +239,27 @@ class ApiRouter:
         return self.route("DELETE", path, **kw)
 
 
-def rate_for(spec: RouteSpec, settings: Settings) -> float | None:
-    """The route's requests a minute per client under ``settings`` (``None``: unlimited)."""
+def rate_for(spec: RouteSpec, configs: Mapping[str, Any] | None = None) -> float | None:
+    """The route's requests a minute per client (``None``: unlimited).
+
+    ``spec.rate_setting`` names a field of the route's service config (validated with the
+    rest of it), whose value overrides ``spec.rate_limit``; 0 turns the limit off.
+    """
     if spec.rate_limit is None:
         return None
     value = spec.rate_limit
     if spec.rate_setting:
-        section, _, key = spec.rate_setting.partition(".")
-        raw = settings.section(section).get(key)
-        if raw is not None:
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"invalid setting {spec.rate_setting}={raw!r}: a number of requests a "
-                    "minute (0 turns the limit off)",
-                    details={"key": spec.rate_setting},
-                ) from None
-            if value < 0 or not math.isfinite(value):
-                raise ConfigError(
-                    f"invalid setting {spec.rate_setting}={raw!r}: must be >= 0",
-                    details={"key": spec.rate_setting},
-                )
+        if spec.service is None or configs is None or spec.service.name not in configs:
+            raise ConfigError(
+                f"route {spec.method} {spec.path}: rate_setting={spec.rate_setting!r} needs "
+                "the router's service config"
+            )
+        value = float(getattr(configs[spec.service.name], spec.rate_setting))
     return value if value > 0 else None
 
 
 def make_aiohttp_handler(
-    spec: RouteSpec, limiter: RateLimiter | None = None
+    spec: RouteSpec, limiter: RateLimiter | SharedRateLimiter | None = None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Wrap a declared handler: rate-limit, validate input, call it, encode the result,
     record metrics."""
@@ -263,7 +271,7 @@ def make_aiohttp_handler(
         status = 500
         try:
             if limiter is not None:
-                limiter.check(request.remote or "unknown")
+                limiter.check(request.get(CLIENT_KEY) or request.remote or "unknown")
             body = None
             if spec.body is not None:
                 raw = await request.read()

@@ -29,9 +29,20 @@ async def health(req: ApiRequest) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format)")
+@router.get("/metrics", summary="Prometheus metrics of every worker (text exposition format)")
 async def prometheus_metrics(req: ApiRequest) -> web.Response:
+    """With several workers, counters and histograms are summed over all of them and gauges
+    carry a ``worker`` label (see :mod:`workbench.api.workers`)."""
+    from workbench.api.app import FORWARDER_KEY, WORKER_KEY
+    from workbench.api.workers import LOCAL_METRICS_HEADER, is_internal, merge_metrics
+
     body = metrics.render()
+    forwarder = req.app.get(FORWARDER_KEY)
+    local_only = req.request.headers.get(LOCAL_METRICS_HEADER) and is_internal(req.request)
+    if forwarder is not None and not local_only:
+        others = await forwarder.gather_metrics(req.request.headers.get("Authorization"))
+        mine = (req.app[WORKER_KEY].index, body.decode())
+        body = merge_metrics([mine, *others])
     return web.Response(body=body, headers={"Content-Type": metrics.PROMETHEUS_CONTENT_TYPE})
 
 

@@ -132,6 +132,6 @@ def _orchestrate(args: argparse.Namespace) -> int:
         {"userRequest": args.request, "taskType": args.task_type}, agents, options=opts
     )
     d = r.to_dict()
-    keys = ("bestAction", "confidence", "executionPath", "searchMetrics", "recommendations")
+    keys = ("best_action", "confidence", "execution_path", "search_metrics", "recommendations")
     _print({k: d[k] for k in keys}, args.json, "orchestration")
     return 0

@@ -20,7 +20,8 @@ is open nothing runs and the result says why. Only errors and time-outs trip a b
 unsuccessful answer is an observation for the models, not an outage.
 
 :meth:`Orchestrator.orchestrate_async` is the same with an ``async`` executor; both share
-the search (``_search``) and the learning and bookkeeping (``_finish``).
+the search (``_search``) and the learning and bookkeeping (``_finish``). What they return
+is in :mod:`workbench.mcts.results` (re-exported here).
 """
 
 from __future__ import annotations
@@ -40,23 +41,58 @@ import numpy as np
 
 from workbench import metrics
 from workbench.breaker import BreakerOpen, BreakerSet, TimeLimiter
-from workbench.errors import BackendUnavailable, InputError, NotFoundError, WaitTimeout
+from workbench.errors import (
+    BackendUnavailable,
+    InputError,
+    NotFoundError,
+    WaitTimeout,
+)
 from workbench.mcts import _kernels
 from workbench.mcts._random import rng_seed
 from workbench.mcts.models import ModelRegistry, agent_type
+from workbench.mcts.results import (
+    SAVED_FORMAT,
+    AgentOutcome,
+    ExecutionPlan,
+    FeedbackRecord,
+    OrchestrationResult,
+    OrchestratorStatistics,
+    PathStep,
+    PlanStep,
+    SavedOrchestration,
+    SearchMetrics,
+    TreeEdgeView,
+    TreeNodeView,
+    TreeView,
+    TreeViewMetrics,
+    json_safe,
+)
 from workbench.mcts.search import CancelToken
 from workbench.mcts.tree import Tree
 from workbench.mcts.types import F_SUM, I_ACTION, I_DEPTH, I_N_CHILDREN, I_VISITS
 
 __all__ = [
+    "SAVED_FORMAT",
     "AgentOutcome",
+    "ExecutionPlan",
     "Executor",
+    "FeedbackRecord",
     "ModelExecutor",
     "OrchestrationOptions",
     "OrchestrationResult",
     "Orchestrator",
+    "OrchestratorStatistics",
+    "PathStep",
+    "PlanStep",
     "ResultStore",
+    "SavedOrchestration",
+    "SearchMetrics",
+    "TreeEdgeView",
+    "TreeNodeView",
+    "TreeView",
+    "TreeViewMetrics",
     "feedback",
+    "json_safe",
     "orchestrate",
 ]
 
@@ -136,25 +172,6 @@ class OrchestrationOptions:
             )
 
 
-@dataclass(frozen=True)
-class AgentOutcome:
-    """What running an agent produced.
-
-    Attributes:
-        success: 1/True on success, 0/False on failure (fractions allowed).
-        latency_ms: Wall time of the agent, milliseconds.
-        tokens: Tokens (or other resource units) used.
-        response: The agent's answer (opaque).
-        error: Error message when the agent failed with an exception.
-    """
-
-    success: float
-    latency_ms: float
-    tokens: float = 0.0
-    response: Any = None
-    error: str | None = None
-
-
 class ResultStore(Protocol):
     """Where orchestration summaries are kept beyond this process (a ``RedisStore``)."""
 
@@ -184,99 +201,6 @@ class ModelExecutor:
         ms = max(float(self.rng.normal(mean, 1.0 / math.sqrt(tau))), 0.0)
         tokens = float(self.rng.exponential(model.expected_usage))
         return AgentOutcome(float(self.rng.random() < p), ms, tokens, response={"predicted": True})
-
-
-@dataclass(frozen=True)
-class PathStep:
-    """One node of a path: the agent, its visits and mean (discounted) reward."""
-
-    node_id: int
-    agent: str
-    agent_type: str
-    depth: int
-    visits: int
-    average_reward: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": str(self.node_id),
-            "agentName": self.agent,
-            "agentType": self.agent_type,
-            "depth": self.depth,
-            "visits": self.visits,
-            "averageReward": self.average_reward,
-        }
-
-
-@dataclass(frozen=True)
-class OrchestrationResult:
-    """Outcome of :meth:`Orchestrator.orchestrate` (field names follow the platform's).
-
-    Attributes:
-        orchestration_id: Id to send feedback for and to fetch the visualization.
-        task_type: Task type whose models were used and updated.
-        best_path: Agents from the first to the last of the best sequence.
-        best_action: The agent to run now (first of ``best_path``; ``"fallback"`` if none).
-        confidence: Mean reward under the last node of the best path.
-        alternatives: Up to three other paths, best first.
-        search_metrics: ``nodesExplored, iterations, timeElapsed (ms), averageDepth,
-            branchingFactor, budgetLeft``.
-        execution_plan: ``steps, totalEstimatedTimeMs, totalEstimatedCost, riskAssessment``.
-        recommendations: Human-readable advice (platform rules).
-        outcome: What the executed agent produced (``None`` if not executed).
-        reward: Reward of that outcome.
-        total_time_s: Wall time of search plus execution.
-        executed_agent: The agent that ran: ``best_action``, or the next-best candidate when
-            the breakers of those before it were open (``None`` if nothing ran).
-        skipped_agents: Candidates not called because their breaker was open, in order.
-    """
-
-    orchestration_id: str
-    task_type: str
-    best_path: tuple[PathStep, ...]
-    best_action: str
-    confidence: float
-    alternatives: tuple[tuple[PathStep, ...], ...]
-    search_metrics: dict[str, Any]
-    execution_plan: dict[str, Any]
-    recommendations: tuple[str, ...]
-    outcome: AgentOutcome | None
-    reward: float | None
-    total_time_s: float
-    executed_agent: str | None = None
-    skipped_agents: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = self.outcome
-        return {
-            "orchestrationId": self.orchestration_id,
-            "taskType": self.task_type,
-            "bestPath": [s.to_dict() for s in self.best_path],
-            "bestAction": self.best_action,
-            "confidence": self.confidence,
-            "alternativePaths": [[s.to_dict() for s in p] for p in self.alternatives],
-            "searchMetrics": dict(self.search_metrics),
-            "executionPlan": self.execution_plan,
-            "executionPath": [s.agent for s in self.best_path],
-            "recommendations": list(self.recommendations),
-            "response": None
-            if out is None
-            else {
-                "success": bool(out.success >= 0.5),
-                "data": out.response if _jsonable(out.response) else repr(out.response),
-                "latencyMs": out.latency_ms,
-                "tokens": out.tokens,
-                "error": out.error,
-            },
-            "reward": self.reward,
-            "totalTime": self.total_time_s * 1000.0,
-            "executedAgent": self.executed_agent,
-            "skippedAgents": list(self.skipped_agents),
-        }
-
-
-def _jsonable(x: Any) -> bool:
-    return x is None or isinstance(x, str | int | float | bool | list | dict)
 
 
 def _task_type(context: Mapping[str, Any]) -> str:
@@ -598,21 +522,20 @@ class Orchestrator:
         )
         self._remember(plan.oid, _Record(result, plan.tree))
         if self.store is not None:
-            summary = {
-                "searchId": plan.oid,
-                "bestAction": plan.best_action,
-                "taskType": task_type,
-                "confidence": confidence,
-                "executionPath": [s.agent for s in best],
-                "executedAgent": executed,
-                "searchMetrics": result.search_metrics,
-                "recommendations": list(result.recommendations),
-                "timestamp": time.time(),
-            }
-            if self.persist_trees:
-                summary["visualization"] = self.visualization(plan.oid)
+            summary = SavedOrchestration(
+                orchestration_id=plan.oid,
+                best_action=plan.best_action,
+                task_type=task_type,
+                confidence=confidence,
+                execution_path=result.execution_path,
+                executed_agent=executed,
+                search_metrics=result.search_metrics,
+                recommendations=result.recommendations,
+                timestamp=time.time(),
+                visualization=self.visualization(plan.oid) if self.persist_trees else None,
+            )
             try:
-                self.store.save_result(plan.oid, summary)
+                self.store.save_result(plan.oid, summary.to_dict())
             except BackendUnavailable as exc:  # the answer matters more than its copy
                 logger.warning("orchestration %s not saved: %s", plan.oid, exc)
         return result
@@ -653,39 +576,39 @@ class Orchestrator:
         first = best[0].node_id if best else -1
         return [self._greedy_path(tree, s.node_id) for s in kids if s.node_id != first][:3]
 
-    def _metrics(self, tree: Tree, done: int, search_s: float, budget: float) -> dict[str, Any]:
+    def _metrics(self, tree: Tree, done: int, search_s: float, budget: float) -> SearchMetrics:
         size = tree.size
         kids = tree.ints[I_N_CHILDREN, :size]
         internal = kids[kids > 0]
-        return {
-            "nodesExplored": size - 1,
-            "iterations": done,
-            "timeElapsed": search_s * 1000.0,
-            "averageDepth": float(tree.ints[I_DEPTH, :size].mean()),
-            "branchingFactor": float(internal.mean()) if internal.size else 0.0,
-            "budgetLeft": max(float(budget), 0.0),
-        }
+        return SearchMetrics(
+            nodes_explored=size - 1,
+            iterations=done,
+            time_elapsed_ms=search_s * 1000.0,
+            average_depth=float(tree.ints[I_DEPTH, :size].mean()),
+            branching_factor=float(internal.mean()) if internal.size else 0.0,
+            budget_left=max(float(budget), 0.0),
+        )
 
-    def _plan(self, best: list[PathStep], task_type: str, confidence: float) -> dict[str, Any]:
+    def _plan(self, best: list[PathStep], task_type: str, confidence: float) -> ExecutionPlan:
         steps = []
         for s in best:
             m = self.registry.get(s.agent, task_type)
             steps.append(
-                {
-                    "agentName": s.agent,
-                    "agentType": s.agent_type,
-                    "estimatedTimeMs": m.latency.mean,
-                    "estimatedCost": m.expected_usage,
-                    "confidence": m.success.mean,
-                }
+                PlanStep(
+                    agent=s.agent,
+                    agent_type=s.agent_type,
+                    estimated_time_ms=m.latency.mean,
+                    estimated_cost=m.expected_usage,
+                    confidence=m.success.mean,
+                )
             )
         risk = "low" if confidence > 0.7 else "medium" if confidence > 0.4 else "high"
-        return {
-            "steps": steps,
-            "totalEstimatedTimeMs": sum(s["estimatedTimeMs"] for s in steps),
-            "totalEstimatedCost": sum(s["estimatedCost"] for s in steps),
-            "riskAssessment": risk,
-        }
+        return ExecutionPlan(
+            steps=tuple(steps),
+            total_estimated_time_ms=sum(s.estimated_time_ms for s in steps),
+            total_estimated_cost=sum(s.estimated_cost for s in steps),
+            risk_assessment=risk,
+        )
 
     def _advice(self, best: list[PathStep], agents: list[str], task_type: str) -> list[str]:
         out = []
@@ -725,7 +648,7 @@ class Orchestrator:
         *,
         reward: float | Mapping[str, float] | None = None,
         comment: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> FeedbackRecord:
         """Record a user rating (1..5, reward = rating/5) or a reward (a value in [0, 1] or
         components ``quality, speed, cost``) for an orchestration's executed agent.
 
@@ -757,21 +680,23 @@ class Orchestrator:
             value = float(reward)  # type: ignore[arg-type]
         if not 0.0 <= value <= 1.0:
             raise InputError(f"reward: must be in [0, 1], got {value}", details={"field": "reward"})
-        entry = {"rating": rating, "reward": value, "comment": comment, "timestamp": time.time()}
+        timestamp = time.time()
+        entry = {"rating": rating, "reward": value, "comment": comment, "timestamp": timestamp}
         rec = self._records.get(orchestration_id)
         if rec is None:
             saved = self._saved(orchestration_id)
-            agent = str(saved.get("executedAgent") or saved["bestAction"])
+            agent = saved.executed_agent or saved.best_action
             if agent != "fallback":
-                self.registry.update(agent, str(saved["taskType"]), 1.0 if value > 0.5 else 0.0)
-
-            task_type = str(saved["taskType"])
-            return {
-                "orchestrationId": orchestration_id,
-                "agent": agent,
-                "taskType": task_type,
-                **entry,
-            }
+                self.registry.update(agent, saved.task_type, 1.0 if value > 0.5 else 0.0)
+            return FeedbackRecord(
+                orchestration_id,
+                agent,
+                saved.task_type,
+                rating,
+                value,
+                comment,
+                timestamp,
+            )
         result = rec.result
         agent = result.executed_agent or result.best_action
         if agent != "fallback":
@@ -784,25 +709,28 @@ class Orchestrator:
                 t.floats[F_SUM, step.node_id] += r
                 r *= 0.95
         rec.feedback.append(entry)
-        return {
-            "orchestrationId": orchestration_id,
-            "agent": agent,
-            "taskType": result.task_type,
-            **entry,
-        }
+        return FeedbackRecord(
+            orchestration_id,
+            agent,
+            result.task_type,
+            rating,
+            value,
+            comment,
+            timestamp,
+        )
 
-    def _saved(self, orchestration_id: str) -> Mapping[str, Any]:
+    def _saved(self, orchestration_id: str) -> SavedOrchestration:
         if self.store is None:
             raise NotFoundError(f"orchestration {orchestration_id!r} is unknown or expired")
         try:
-            return self.store.load_result(orchestration_id)
+            return SavedOrchestration.from_dict(self.store.load_result(orchestration_id))
         except NotFoundError:
             raise NotFoundError(
                 f"orchestration {orchestration_id!r} is unknown or expired"
             ) from None
 
-    def visualization(self, orchestration_id: str, *, max_nodes: int = 500) -> dict[str, Any]:
-        """Nodes, edges and metrics of one orchestration's tree (platform shape).
+    def visualization(self, orchestration_id: str, *, max_nodes: int = 500) -> TreeView:
+        """Nodes, edges and metrics of one orchestration's tree.
 
         From memory for the last ``max_trees`` orchestrations; with ``persist_trees``, older
         ones (or ones from another process) come from the store, as saved (500 nodes at most).
@@ -810,9 +738,9 @@ class Orchestrator:
         rec = self._records.get(orchestration_id)
         if rec is None or rec.tree is None:
             if self.persist_trees and self.store is not None:
-                saved = self._saved(orchestration_id).get("visualization")
+                saved = self._saved(orchestration_id).visualization
                 if saved is not None:
-                    return dict(saved)
+                    return saved
             raise NotFoundError(f"no tree kept for orchestration {orchestration_id!r}")
         t = rec.tree
         size = t.size
@@ -828,50 +756,46 @@ class Orchestrator:
                 continue
             label = "root" if i == 0 else t.actions[int(t.ints[I_ACTION, i])]
             nodes.append(
-                {
-                    "id": str(i),
-                    "label": label,
-                    "score": float(means[i]),
-                    "visits": int(visits[i]),
-                    "depth": int(t.ints[I_DEPTH, i]),
-                    "isLeaf": int(t.ints[I_N_CHILDREN, i]) == 0,
-                    "isBest": i in best_ids,
-                }
+                TreeNodeView(
+                    node_id=i,
+                    label=label,
+                    score=float(means[i]),
+                    visits=int(visits[i]),
+                    depth=int(t.ints[I_DEPTH, i]),
+                    is_leaf=int(t.ints[I_N_CHILDREN, i]) == 0,
+                    is_best=i in best_ids,
+                )
             )
             if i != 0:
                 edges.append(
-                    {
-                        "source": str(parent),
-                        "target": str(i),
-                        "weight": int(visits[i]),
-                        "label": label,
-                    }
+                    TreeEdgeView(source=int(parent), target=i, weight=int(visits[i]), label=label)
                 )
         kids = t.ints[I_N_CHILDREN, :size]
         internal = kids[kids > 0]
-        return {
-            "orchestrationId": orchestration_id,
-            "nodes": nodes,
-            "edges": edges,
-            "metrics": {
-                "totalNodes": size,
-                "maxDepth": int(t.ints[I_DEPTH, :size].max()),
-                "avgBranchingFactor": float(internal.mean()) if internal.size else 0.0,
-                "explorationRate": float((visits[1:] <= 1).mean()) if size > 1 else 0.0,
-            },
-        }
+        return TreeView(
+            orchestration_id=orchestration_id,
+            nodes=tuple(nodes),
+            edges=tuple(edges),
+            metrics=TreeViewMetrics(
+                total_nodes=size,
+                max_depth=int(t.ints[I_DEPTH, :size].max()),
+                avg_branching_factor=float(internal.mean()) if internal.size else 0.0,
+                exploration_rate=float((visits[1:] <= 1).mean()) if size > 1 else 0.0,
+            ),
+        )
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "totalOrchestrations": self.total,
-            "successfulOrchestrations": self.successful,
-            "successRate": self.successful / self.total if self.total else None,
-            "averageSearchTime": self.search_time_s / self.total * 1000.0 if self.total else None,
-            "cachedResults": len(self._records),
-            "activeSearches": 0,
-            "circuitBreakerState": self.breakers.worst(),
-            "circuitBreakers": self.breakers.states(),
-        }
+    def statistics(self) -> OrchestratorStatistics:
+        """Counters since the orchestrator was made (or reset)."""
+        return OrchestratorStatistics(
+            total_orchestrations=self.total,
+            successful_orchestrations=self.successful,
+            success_rate=self.successful / self.total if self.total else None,
+            average_search_time_ms=self.search_time_s / self.total * 1000.0 if self.total else None,
+            cached_results=len(self._records),
+            active_searches=0,
+            circuit_breaker_state=self.breakers.worst(),
+            circuit_breakers=self.breakers.states(),
+        )
 
     def recommendations(self, task_type: str = "general") -> list[str]:
         out = []
@@ -922,6 +846,6 @@ def feedback(
     rating: float | None = None,
     *,
     reward: float | Mapping[str, float] | None = None,
-) -> dict[str, Any]:
+) -> FeedbackRecord:
     """:meth:`Orchestrator.feedback` on the process-wide orchestrator."""
     return default_orchestrator().feedback(orchestration_id, rating, reward=reward)

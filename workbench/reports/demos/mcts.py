@@ -75,7 +75,7 @@ def run(ctx: DemoContext) -> DemoSection:
     )
 
     res = search({"model": refinement_task(0.75, seed=ctx.seed)}, iterations=200, seed=ctx.seed)
-    timing = orc.statistics()["averageSearchTime"]
+    timing = orc.statistics().average_search_time_ms
     lines = [
         f"{rounds} orchestrations over {len(HIDDEN)} agents (300 search iterations each, "
         f"{timing:.1f} ms on average including execution and learning).",
