@@ -23,6 +23,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "StorageFormatError",
+    "UnsupportedMediaType",
     "WaitTimeout",
     "WorkbenchError",
     "WorkbenchWarning",
@@ -36,15 +37,20 @@ class WorkbenchError(Exception):
         message: What went wrong, naming the field and value, and how to fix it.
         details: Optional machine-readable context (JSON-serialisable), shown in the
             ``details`` member of the HTTP error envelope.
+        retry_after_s: When retrying may succeed, seconds from now (the HTTP layer sends it
+            as ``Retry-After``); ``None`` when there is nothing to wait for.
     """
 
     code: str = "INTERNAL_ERROR"
     http_status: int = 500
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, details: Any = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.retry_after_s = None if retry_after_s is None else float(retry_after_s)
 
 
 class ConfigError(WorkbenchError, ValueError):
@@ -94,7 +100,8 @@ class BackendUnavailable(WorkbenchError, ConnectionError):
 
 
 class CapacityError(WorkbenchError):
-    """A request can never fit (larger than a budget) or a bounded queue is full."""
+    """A request can never fit (larger than a budget), a bounded queue is full, or capacity
+    did not free up within the time the caller allowed (with ``retry_after_s``)."""
 
     code = "CAPACITY_EXCEEDED"
     http_status = 409
@@ -118,10 +125,18 @@ class RateLimited(WorkbenchError):
 
     code = "RATE_LIMITED"
     http_status = 429
+    retry_after_s: float
 
     def __init__(self, message: str, *, retry_after_s: float, details: Any = None) -> None:
-        super().__init__(message, details=details)
-        self.retry_after_s = float(retry_after_s)
+        super().__init__(message, details=details, retry_after_s=retry_after_s)
+
+
+class UnsupportedMediaType(WorkbenchError):
+    """A request body is not in a media type the route accepts (JSON routes take
+    ``application/json``)."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
 
 
 class StorageFormatError(WorkbenchError):

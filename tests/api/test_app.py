@@ -133,7 +133,11 @@ def test_validation_errors_name_the_field() -> None:
         assert err["details"][0]["field"] == "count"
         r = await c.post("/api/v1/demo/echo", json={"count": 1}, headers=h)
         assert "'name'" in (await r.json())["error"]["message"]
-        r = await c.post("/api/v1/demo/echo", data=b"{not json", headers=h)
+        r = await c.post(
+            "/api/v1/demo/echo",
+            data=b"{not json",
+            headers={**h, "Content-Type": "application/json"},
+        )
         assert r.status == 400 and "JSON" in (await r.json())["error"]["message"]
         r = await c.get("/api/v1/demo/page?limit=0", headers=h)
         assert r.status == 400 and "'limit'" in (await r.json())["error"]["message"]

@@ -60,7 +60,7 @@ from workbench.api.workers import (
     is_internal,
 )
 from workbench.config import Settings, load_settings
-from workbench.errors import RateLimited, WorkbenchError
+from workbench.errors import WorkbenchError
 
 __all__ = [
     "FORWARDER_KEY",
@@ -215,7 +215,7 @@ def _make_middleware(
             if exc.http_status >= 500:
                 logger.warning("%s %s failed: %s", request.method, request.path, exc.message)
             response = _error(exc.http_status, exc.code, exc.message, rid, exc.details)
-            if isinstance(exc, RateLimited):
+            if exc.retry_after_s is not None:
                 response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         except Exception:
             logger.exception("unhandled error in %s %s", request.method, request.path)

@@ -206,7 +206,7 @@ async def vision_metrics(req: ApiRequest) -> Any:
     return _service(req).metrics()
 
 
-@router.get("/health", summary="GPU health with reasons (503 when unhealthy)")
+@router.get("/health", summary="GPU health with reasons (503 when unhealthy)", public=True)
 async def vision_health(req: ApiRequest) -> Any:
     status = _service(req).health_status()
     return Reply(status, status=503 if status["status"] == "unhealthy" else 200)

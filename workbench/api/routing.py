@@ -24,7 +24,6 @@ on ASGI stacks that proxied at about half aiohttp's rate on this machine.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from workbench.api.envelope import dumps, success_body
 from workbench.api.ratelimit import RateLimiter, SharedRateLimiter
 from workbench.api.services import ServiceSpec
 from workbench.config import Settings
-from workbench.errors import ConfigError, InputError
+from workbench.errors import ConfigError, InputError, UnsupportedMediaType
 
 __all__ = ["SETTINGS_KEY", "ApiRequest", "ApiRouter", "Reply", "RouteSpec"]
 
@@ -128,6 +127,39 @@ class RouteSpec:
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "body"
+
+
+def parse_body(model: type[BaseModel], content_type: str | None, raw: bytes) -> Any:
+    """Validate a request body against ``model``, strictly.
+
+    The body must be declared ``application/json`` (or another ``+json`` type; 415 otherwise,
+    so a web page cannot post form or plain-text bodies to a token-less local server), must
+    be present (an empty body is not ``{}``), and is validated as JSON in pydantic's strict
+    mode: ``false`` is no number, ``"5"`` no integer, ``NaN`` and infinities no float, and
+    nesting deeper than the JSON parser's recursion limit is refused.
+
+    Raises:
+        UnsupportedMediaType: not a JSON media type.
+        InputError: no body, invalid JSON, or a field that does not validate (each named).
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise UnsupportedMediaType(
+            f"request body has Content-Type {content_type or 'none'!r}; send "
+            "'Content-Type: application/json' with a JSON object",
+            details=[{"field": "Content-Type", "message": "must be application/json"}],
+        )
+    if not raw.strip():
+        raise InputError(
+            "request body is empty; send a JSON object (at least {})",
+            details=[{"field": "body", "message": "a JSON object is required"}],
+        )
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise validation_error(exc, "body") from None
 
 
 def validation_error(exc: ValidationError, where: str) -> InputError:
@@ -274,18 +306,9 @@ def make_aiohttp_handler(
                 limiter.check(request.get(CLIENT_KEY) or request.remote or "unknown")
             body = None
             if spec.body is not None:
-                raw = await request.read()
-                try:
-                    payload = json.loads(raw) if raw else {}
-                except (ValueError, UnicodeDecodeError):
-                    raise InputError(
-                        "request body is not valid JSON; send a JSON object",
-                        details=[{"field": "body", "message": "invalid JSON"}],
-                    ) from None
-                try:
-                    body = spec.body.model_validate(payload)
-                except ValidationError as exc:
-                    raise validation_error(exc, "body") from None
+                body = parse_body(
+                    spec.body, request.headers.get("Content-Type"), await request.read()
+                )
             query = None
             if spec.query is not None:
                 try:

@@ -2,7 +2,9 @@
 
 Request and response schemas of every API module derive from :class:`WireModel`: fields are
 snake_case in Python and camelCase on the wire (``max_iterations`` <-> ``maxIterations``),
-either spelling is accepted, and unknown members are ignored as the platform's services did.
+either spelling is accepted, unknown members are ignored as the platform's services did, and
+``NaN`` and infinities are refused for every float (bodies are also validated in strict mode:
+see :func:`workbench.api.routing.parse_body`).
 A schema that must refuse unknown members (typos in a reservation would change its meaning)
 sets ``model_config = ConfigDict(extra="forbid")``, which pydantic merges with this base.
 """
@@ -18,4 +20,6 @@ __all__ = ["WireModel"]
 class WireModel(BaseModel):
     """Base of every request and response schema (camelCase on the wire)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", allow_inf_nan=False
+    )
