@@ -9,7 +9,7 @@ STAMP := $(VENV)/.workbench-installed
 TORCH_PIN := torch==2.13.0
 SRC := workbench tests conftest.py
 
-.PHONY: setup demo test lint typecheck pytest lab bench serve clean
+.PHONY: setup demo test lint typecheck pytest lab bench serve mutants clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,9 @@ bench: setup
 
 serve: setup
 	$(BIN)/workbench serve
+
+mutants: setup
+	$(BIN)/python tests/mutants/run.py --all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data/reports
