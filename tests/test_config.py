@@ -96,13 +96,14 @@ def test_from_section_builds_a_validated_subsystem_config() -> None:
     k = from_section(Knobs, {"size": "4", "rate": 2, "on": "yes", "names": ["b", "c"]}, "demo")
     assert k == Knobs(size=4, rate=2.0, on=True, names=("b", "c"))
     assert from_section(Knobs, {}, "demo") == Knobs()
+    assert from_section(Knobs, {"names": "b, c"}, "demo").names == ("b", "c")
     for bad, key in (
         ({"sise": 1}, "sise"),
         ({"size": 2.5}, "size"),
         ({"size": True}, "size"),
         ({"rate": "fast"}, "rate"),
         ({"on": "maybe"}, "on"),
-        ({"names": "b"}, "names"),
+        ({"names": 3}, "names"),
     ):
         with pytest.raises(ConfigError, match=key):
             from_section(Knobs, bad, "demo")

@@ -252,7 +252,8 @@ def from_section(cls: type[Any], section: Mapping[str, Any], name: str) -> Any:
     Keys are the dataclass's field names; each value is converted to the type of the field's
     default (``bool`` accepts the same words as the environment), and ``cls(...)`` validates
     the whole in its ``__post_init__``. Mapping-valued fields (tables such as
-    ``[gpu.models.<name>]``) are passed through for the class to check.
+    ``[gpu.models.<name>]``) are passed through for the class to check; a tuple-valued field
+    takes a list, or a comma-separated string (as an environment variable gives it).
 
     Raises:
         ConfigError: an unknown key, or a value that does not convert (naming ``[name] key``).
@@ -276,7 +277,9 @@ def from_section(cls: type[Any], section: Mapping[str, Any], name: str) -> Any:
             if target is bool:
                 values[key] = _coerce(f"{name}.{key}", raw, "bool")
             elif target is tuple:
-                if isinstance(raw, str) or not isinstance(raw, list | tuple):
+                if isinstance(raw, str):  # from the environment: comma-separated
+                    raw = [part.strip() for part in raw.split(",") if part.strip()]
+                if not isinstance(raw, list | tuple):
                     raise ValueError(raw)
                 values[key] = tuple(raw)
             elif target is int and (isinstance(raw, bool) or float(raw) != int(float(raw))):

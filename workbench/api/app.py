@@ -120,9 +120,12 @@ def _error(
 
 
 def _token_ok(header: str | None, *tokens: str | None) -> bool:
-    if not header or not header.startswith("Bearer "):
+    if not header:
         return False
-    given = header[7:].strip().encode()
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110 11.1)
+        return False
+    given = credentials.strip().encode()
     ok = False
     for token in tokens:
         # compare against every configured token so timing does not reveal which matched
@@ -146,13 +149,31 @@ class _Refusal(Exception):
         self.details, self.headers = details, headers
 
 
+def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """Whether a ``Host`` header (``name``, ``name:port``, ``[v6]:port``) names an allowed host."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return name in allowed
+
+
 def _make_middleware(
-    settings: Settings, worker: WorkerInfo, owners: dict[str, int], forwarder: Forwarder | None
+    settings: Settings,
+    api_config: ApiConfig,
+    worker: WorkerInfo,
+    owners: dict[str, int],
+    forwarder: Forwarder | None,
 ) -> Any:
     api_token = settings.api_token
     admin_token = settings.admin_token
     limit = settings.max_body_bytes
     me = str(worker.index)
+    # Without a token, answers are protected only by being on loopback: refuse Host names a
+    # DNS-rebinding page would send. Requests between workers carry the client's Host.
+    check_host = api_token is None and "*" not in api_config.allowed_hosts
+    allowed_hosts = frozenset(api_config.allowed_hosts)
 
     @web.middleware
     async def frame(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -170,6 +191,14 @@ def _make_middleware(
                     f"request body of {length} bytes exceeds the limit of {limit} bytes; "
                     "send less or raise WORKBENCH_MAX_BODY_BYTES",
                     {"limit": limit, "size": length},
+                )
+            if check_host and not _host_allowed(request.host, allowed_hosts):
+                raise _Refusal(
+                    403,
+                    "FORBIDDEN",
+                    f"Host {request.host!r} is not allowed while no API token is set; use "
+                    "localhost or 127.0.0.1, add the name to [api] allowed_hosts, or set "
+                    "WORKBENCH_API_TOKEN",
                 )
             public = spec is not None and spec.public
             auth = request.headers.get("Authorization")
@@ -207,10 +236,13 @@ def _make_middleware(
             if exc.status == 404:
                 message = f"no route {request.method} {request.path}; see /openapi.json"
             elif exc.status == 405:
-                message = f"method {request.method} is not allowed on {request.path}"
+                allow = exc.headers.get("Allow", "")
+                message = f"method {request.method} is not allowed on {request.path}; use {allow}"
             elif exc.status == 413:
                 message = f"request body exceeds the limit of {limit} bytes"
             response = _error(exc.status, code, message, rid)
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
         except WorkbenchError as exc:
             if exc.http_status >= 500:
                 logger.warning("%s %s failed: %s", request.method, request.path, exc.message)
@@ -292,7 +324,7 @@ def create_app(
     owners = assign_owners([s.name for s in specs], worker.count)
     forwarder = Forwarder(worker) if worker.count > 1 else None
     app = web.Application(
-        middlewares=[_make_middleware(settings, worker, owners, forwarder)],
+        middlewares=[_make_middleware(settings, api_config, worker, owners, forwarder)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings

@@ -14,7 +14,7 @@ from workbench.api.routing import RouteSpec
 
 __all__ = ["build_openapi"]
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
 
 _ENVELOPE = {
     "type": "object",
@@ -91,8 +91,16 @@ def build_openapi(specs: Sequence[RouteSpec], *, version: str | None = None) -> 
         if spec.description:
             op["description"] = spec.description
         params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAM.findall(spec.path)
+            {
+                "name": m.group(1),
+                "in": "path",
+                "required": True,
+                # A path parameter declared {name:regex} is routed only when it matches.
+                "schema": {"type": "string", "pattern": f"^(?:{m.group(2)})$"}
+                if m.group(2)
+                else {"type": "string"},
+            }
+            for m in _PARAM.finditer(spec.path)
         ]
         if spec.query is not None:
             for name, field in spec.query.model_fields.items():
@@ -112,19 +120,34 @@ def build_openapi(specs: Sequence[RouteSpec], *, version: str | None = None) -> 
                 "required": True,
                 "content": {"application/json": {"schema": refs[spec.body]}},
             }
-        ok_schema = {"$ref": "#/components/schemas/Envelope"} if spec.envelope else {}
+        ok_schema: dict[str, Any] = {}
+        if spec.media_type == "application/json" and spec.envelope:
+            ok_schema = {"$ref": "#/components/schemas/Envelope"}
+        elif spec.media_type != "application/json":
+            ok_schema = {"type": "string"}
         responses: dict[str, Any] = {
             str(spec.status): {
                 "description": "success",
-                "content": {"application/json": {"schema": ok_schema}},
+                "content": {spec.media_type: {"schema": ok_schema}},
             },
             "400": _error_response("invalid input; error.details names each field"),
             "413": _error_response("request body too large"),
         }
+        if spec.body is not None:
+            responses["415"] = _error_response("the body is not sent as application/json")
+        if params:
+            responses["404"] = _error_response("nothing exists at this path")
         if not spec.public:
             responses["401"] = _error_response("missing or invalid bearer token")
-        if spec.admin:
-            responses["403"] = _error_response("admin token required")
+        responses["403"] = _error_response(
+            "admin token required, or (without an API token) a Host outside [api] allowed_hosts"
+            if spec.admin
+            else "without an API token: a Host outside [api] allowed_hosts"
+        )
+        if spec.service is not None:
+            responses["503"] = _error_response(
+                "the worker that owns this subsystem is not answering (shutting down)"
+            )
         for status, text in spec.responses.items():
             responses[str(status)] = _error_response(text)
         op["responses"] = responses

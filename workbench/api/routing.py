@@ -24,6 +24,8 @@ on ASGI stacks that proxied at about half aiohttp's rate on this machine.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -123,10 +125,51 @@ class RouteSpec:
     rate_limit: float | None = None
     rate_setting: str | None = None
     service: ServiceSpec[Any, Any] | None = None
+    media_type: str = "application/json"
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "body"
+
+
+#: Deepest nesting of arrays and objects accepted in a request body.
+MAX_JSON_DEPTH = 64
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _normalise(doc: Any) -> Any:
+    """Check ``doc``'s nesting depth and turn whole floats (``6.0``) into ints.
+
+    JSON Schema's ``integer`` includes ``6.0``, which pydantic's strict mode would refuse;
+    float fields take ints, so nothing else changes. Iterative, so depth costs no stack.
+    """
+    if not isinstance(doc, dict | list):
+        return doc
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InputError(
+                f"request body is nested deeper than {MAX_JSON_DEPTH} levels; flatten it",
+                details=[{"field": "body", "message": f"at most {MAX_JSON_DEPTH} levels"}],
+            )
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(items):
+            if isinstance(value, float):
+                if not math.isfinite(value):
+                    raise InputError(
+                        f"request body holds a number too large for a float ({key!r}); "
+                        "send a finite number",
+                        details=[{"field": str(key), "message": "must be finite"}],
+                    )
+                if value.is_integer():
+                    node[key] = int(value)
+            elif isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+    return doc
 
 
 def parse_body(model: type[BaseModel], content_type: str | None, raw: bytes) -> Any:
@@ -134,18 +177,18 @@ def parse_body(model: type[BaseModel], content_type: str | None, raw: bytes) -> 
 
     The body must be declared ``application/json`` (or another ``+json`` type; 415 otherwise,
     so a web page cannot post form or plain-text bodies to a token-less local server), must
-    be present (an empty body is not ``{}``), and is validated as JSON in pydantic's strict
-    mode: ``false`` is no number, ``"5"`` no integer, ``NaN`` and infinities no float, and
-    nesting deeper than the JSON parser's recursion limit is refused.
+    be present (an empty body is not ``{}``), nested at most :data:`MAX_JSON_DEPTH` levels,
+    and is validated in pydantic's strict mode: ``false`` is no number, ``"5"`` no integer,
+    ``NaN`` and infinities are no JSON at all. Whole floats count as integers, as in JSON
+    Schema.
 
     Raises:
         UnsupportedMediaType: not a JSON media type.
         InputError: no body, invalid JSON, or a field that does not validate (each named).
     """
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
+    json_like = media.startswith("application/") and media.endswith("+json")
+    if media != "application/json" and not json_like:
         raise UnsupportedMediaType(
             f"request body has Content-Type {content_type or 'none'!r}; send "
             "'Content-Type: application/json' with a JSON object",
@@ -157,7 +200,25 @@ def parse_body(model: type[BaseModel], content_type: str | None, raw: bytes) -> 
             details=[{"field": "body", "message": "a JSON object is required"}],
         )
     try:
-        return model.model_validate_json(raw, strict=True)
+        doc = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError(
+            f"request body is nested deeper than {MAX_JSON_DEPTH} levels; flatten it",
+            details=[{"field": "body", "message": f"at most {MAX_JSON_DEPTH} levels"}],
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"request body is not valid JSON ({exc}); send a JSON object",
+            details=[{"field": "body", "message": "invalid JSON"}],
+        ) from None
+    if not isinstance(doc, dict):
+        raise InputError(
+            f"request body is a JSON {type(doc).__name__}; send a JSON object",
+            details=[{"field": "body", "message": "must be a JSON object"}],
+        )
+    canonical = json.dumps(_normalise(doc), allow_nan=False)
+    try:
+        return model.model_validate_json(canonical, strict=True)
     except ValidationError as exc:
         raise validation_error(exc, "body") from None
 
@@ -221,6 +282,7 @@ class ApiRouter:
         responses: dict[int, str] | None = None,
         rate_limit: float | None = None,
         rate_setting: str | None = None,
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         """Declare a route; see the module docstring. ``public`` routes need no token.
 
@@ -252,6 +314,7 @@ class ApiRouter:
                     rate_limit=rate_limit,
                     rate_setting=rate_setting,
                     service=self.service,
+                    media_type=media_type,
                 )
             )
             return handler

@@ -29,7 +29,11 @@ async def health(req: ApiRequest) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics of every worker (text exposition format)")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of every worker (text exposition format)",
+    media_type="text/plain",
+)
 async def prometheus_metrics(req: ApiRequest) -> web.Response:
     """With several workers, counters and histograms are summed over all of them and gauges
     carry a ``worker`` label (see :mod:`workbench.api.workers`)."""
