@@ -87,6 +87,7 @@ def test_types_are_strict_and_floats_finite() -> None:
             assert r.status == 400, raw
             err = await _error(r)
             assert err["code"] == "VALIDATION_ERROR", raw
+            assert err["details"][0]["field"] == field, (raw, err)
         r = await c.post(URL, data=b'{"priority": 3, "weight": 2}', headers=JSON)
         assert r.status == 200 and (await r.json())["data"]["weight"] == 2.0
 
