@@ -6,6 +6,12 @@ run as subprocesses on loopback: ``workbench serve`` answering ``GET /health`` t
 frame (middleware, auth, envelope, metrics) and a bare aiohttp handler returning a fixed JSON
 body, which bounds what any aiohttp service can do here. Without ``wrk`` on PATH the
 measurements are reported as missing (``apt-get install wrk``).
+
+The cost of sharing state across workers is measured too: with ``--workers 2`` a request for
+a stateful route (``GET /api/v1/vision/reservations``) is answered by its owner, directly when
+the connection landed there and through one Unix-socket hop otherwise. Each of 16 keep-alive
+connections is classified by the worker that answers its ``/health`` (always local), and the
+p50 latencies of sequential requests on the direct and the forwarded connections are compared.
 """
 
 from __future__ import annotations
@@ -135,6 +141,61 @@ def run(ctx: BenchContext) -> list[Measurement]:
                 note="full frame: request id, size limit, auth, envelope, metrics"
                 if tool == "workbench"
                 else "fixed body, no middleware",
+            )
+        )
+    out.extend(_forwarding(ctx, env))
+    return out
+
+
+def _forwarding(ctx: BenchContext, env: dict[str, str]) -> list[Measurement]:
+    """p50 latency of a stateful route on connections that reach its owner directly and on
+    those whose worker forwards to it."""
+    import asyncio
+
+    import aiohttp
+
+    per_connection = 50 if ctx.quick else 400
+    port = free_port()
+    args = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--workers", "2"]
+    headers = {"Authorization": f"Bearer {_TOKEN}"}
+    route = "/api/v1/vision/reservations"
+
+    async def measure() -> dict[str, list[float]]:
+        samples: dict[str, list[float]] = {"direct": [], "forwarded": []}
+        for _ in range(16):
+            connector = aiohttp.TCPConnector(limit=1)
+            async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+                base = f"http://127.0.0.1:{port}"
+                async with http.get(f"{base}/health") as r:
+                    edge = r.headers["X-Workbench-Worker"]
+                async with http.get(f"{base}{route}") as r:
+                    owner = r.headers["X-Workbench-Worker"]
+                kind = "direct" if edge == owner else "forwarded"
+                for _ in range(per_connection):
+                    t0 = time.perf_counter()
+                    async with http.get(f"{base}{route}") as r:
+                        await r.read()
+                    samples[kind].append(time.perf_counter() - t0)
+        return samples
+
+    with _server(args, port, dict(env, WORKBENCH_GPU__BACKEND="simulated")):
+        samples = asyncio.run(measure())
+    params = {"workers": 2, "route": route, "requests_per_connection": per_connection}
+    out = []
+    for kind, values in samples.items():
+        values.sort()
+        p50 = values[len(values) // 2] * 1e6 if values else float("nan")
+        out.append(
+            Measurement(
+                f"stateful route, {kind}",
+                "workbench",
+                "p50_latency_us",
+                p50,
+                "us",
+                better="lower",
+                params=dict(params, requests=len(values)),
+                note="sequential requests on keep-alive connections; forwarded ones take one "
+                "Unix-socket hop to the owner worker",
             )
         )
     return out
