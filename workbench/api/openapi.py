@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 from workbench.api.envelope import API_VERSION
 from workbench.api.routing import RouteSpec
 
-__all__ = ["build_openapi"]
+__all__ = ["build_openapi", "operation_id"]
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
 
@@ -61,6 +61,13 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
+def operation_id(spec: RouteSpec) -> str:
+    """The OpenAPI ``operationId`` of a route: its method and path as one identifier
+    (``get_api_v1_vision_reservations_reservation_id``), for links to name it."""
+    path = _PARAM.sub(r"{\1}", spec.path)
+    return f"{spec.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}"
+
+
 def build_openapi(specs: Sequence[RouteSpec], *, version: str | None = None) -> dict[str, Any]:
     """The OpenAPI document of ``specs``."""
     from workbench import __version__
@@ -82,10 +89,9 @@ def build_openapi(specs: Sequence[RouteSpec], *, version: str | None = None) -> 
     paths: dict[str, dict[str, Any]] = {}
     for spec in specs:
         path = _PARAM.sub(r"{\1}", spec.path)
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
         op: dict[str, Any] = {
             "summary": spec.summary,
-            "operationId": f"{spec.method.lower()}_{slug}",
+            "operationId": operation_id(spec),
             "tags": [spec.tag],
         }
         if spec.description:
@@ -148,6 +154,8 @@ def build_openapi(specs: Sequence[RouteSpec], *, version: str | None = None) -> 
             responses["503"] = _error_response(
                 "the worker that owns this subsystem is not answering (shutting down)"
             )
+        if spec.links:
+            responses[str(spec.status)]["links"] = spec.links
         for status, text in spec.responses.items():
             responses[str(status)] = _error_response(text)
         op["responses"] = responses

@@ -126,6 +126,7 @@ class RouteSpec:
     rate_setting: str | None = None
     service: ServiceSpec[Any, Any] | None = None
     media_type: str = "application/json"
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -283,12 +284,15 @@ class ApiRouter:
         rate_limit: float | None = None,
         rate_setting: str | None = None,
         media_type: str = "application/json",
+        links: dict[str, dict[str, Any]] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a route; see the module docstring. ``public`` routes need no token.
 
         ``rate_limit`` (requests a minute per client, see :mod:`workbench.api.ratelimit`)
         limits the route; ``rate_setting`` names the field of the router's service config
-        that overrides it, where 0 turns the limit off.
+        that overrides it, where 0 turns the limit off. ``links`` are OpenAPI links of the
+        success response (``{name: {"operationId": ..., "parameters": {...}}}``), which tell
+        clients and fuzzers how one route's answer feeds another's path or body.
         """
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0, got {rate_limit}")
@@ -315,6 +319,7 @@ class ApiRouter:
                     rate_setting=rate_setting,
                     service=self.service,
                     media_type=media_type,
+                    links=dict(links or {}),
                 )
             )
             return handler
