@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
+import threading
 from typing import Any
 
 import pytest
@@ -396,3 +397,357 @@ def test_models_load_once_redis_answers_when_it_was_down_at_startup() -> None:
                 proc.wait(timeout=10)
 
     run_with_client(create_app(settings), scenario)
+
+
+def _bridge_feedback(**metadata: Any) -> dict[str, Any]:
+    return {
+        "sessionId": "s1",
+        "agentName": "planner",
+        "taskType": "code",
+        "reward": {
+            "value": 0.9,
+            "components": {"quality": 1, "speed": 0.8, "cost": 0.7},
+            "metadata": {"tokensUsed": 120, "executionTimeMs": 300, **metadata},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (_bridge_feedback(executionTimeMs=1e200), "reward.metadata.executionTimeMs"),
+        (_bridge_feedback(executionTimeMs=86_400_001), "reward.metadata.executionTimeMs"),
+        (_bridge_feedback(tokensUsed=1e300), "reward.metadata.tokensUsed"),
+        (_bridge_feedback(apiCallsMade=10**30), "reward.metadata.apiCallsMade"),
+        (
+            _bridge_feedback(agentPerformance={f"a{i}": i for i in range(101)}),
+            "reward.metadata.agentPerformance",
+        ),
+        ({**_bridge_feedback(), "agentName": "x" * 129}, "agentName"),
+        ({**_bridge_feedback(), "agentName": ""}, "agentName"),
+        ({**_bridge_feedback(), "taskType": ""}, "taskType"),
+        ({**_bridge_feedback(), "sessionId": "s" * 257}, "sessionId"),
+    ],
+)
+def test_a_refused_bridge_feedback_changes_nothing(body: dict[str, Any], field: str) -> None:
+    """Out-of-range feedback is a 400 naming the field, and no model moves (the agent's
+    success count used to be updated before a huge execution time answered 500)."""
+
+    async def scenario(client: TestClient) -> None:
+        r = await client.post("/api/v1/ab-mcts-rust/feedback", json=body)
+        err = await r.json()
+        assert r.status == 400, err
+        assert err["error"]["code"] == "VALIDATION_ERROR"
+        assert field in {d["field"] for d in err["error"]["details"]}
+        service = client.app[mcts_api.SERVICE.key]
+        assert len(service.orchestrator.registry) == 0 and service.bridge_feedback == 0
+        r = await client.post("/api/v1/ab-mcts-rust/feedback", json=_bridge_feedback())
+        assert r.status == 200 and (await r.json())["model"]["samples"] == 1
+
+    run_with_client(_app(), scenario)
+
+
+def _sized_context(approx_bytes: int) -> dict[str, Any]:
+    return {"taskType": "qa", "notes": ["abcdefghij"] * (approx_bytes // 13)}
+
+
+def test_auto_pilot_queue_is_bounded_in_bytes() -> None:
+    async def scenario(client: TestClient) -> None:
+        submit = "/api/v1/ab-mcts/auto-pilot/submit"
+        r = await client.post(submit, json={"userRequest": "x", "context": _sized_context(70_000)})
+        err = await r.json()
+        assert r.status == 400 and err["error"]["details"][0]["field"] == "context"
+        assert "65536" in err["error"]["message"]
+        ctx = _sized_context(60_000)
+        for i in range(2):
+            r = await client.post(submit, json={"userRequest": f"t{i}", "context": ctx})
+            assert r.status == 200, await r.text()
+        r = await client.post(submit, json={"userRequest": "t2", "context": ctx})
+        err = await r.json()
+        assert r.status == 409 and err["error"]["code"] == "CAPACITY_EXCEEDED"
+        assert "autopilot_max_queue_bytes=131072" in err["error"]["message"]
+        st = (await (await client.get("/api/v1/ab-mcts/auto-pilot/status")).json())["data"]
+        queue = st["queue"]
+        assert queue["queued"] == 2 and queue["maxQueueBytes"] == 131_072
+        assert 120_000 <= queue["queuedBytes"] <= 131_072
+
+    run_with_client(_app(autopilot_max_queue_bytes=131_072), scenario)
+
+
+def test_auto_pilot_status_after_a_stop_in_the_middle_of_a_batch() -> None:
+    async def scenario(client: TestClient) -> None:
+        service = client.app[mcts_api.SERVICE.key]
+        hold = asyncio.Event()
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            await hold.wait()
+            raise AssertionError("never released")
+
+        service.run_orchestration = held
+        await client.post("/api/v1/ab-mcts/auto-pilot/submit", json={"userRequest": "slow"})
+        await client.post("/api/v1/ab-mcts/auto-pilot/start")
+        for _ in range(500):
+            st = (await (await client.get("/api/v1/ab-mcts/auto-pilot/status")).json())["data"]
+            if st["queue"]["processing"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert st["active"] is True and st["queue"]["processing"] == 1
+        await client.post("/api/v1/ab-mcts/auto-pilot/stop")
+        st = (await (await client.get("/api/v1/ab-mcts/auto-pilot/status")).json())["data"]
+        assert st["active"] is False and st["queue"]["processing"] == 0
+        assert [f["userRequest"] for f in st["queue"]["failedTasks"]] == ["slow"]
+
+    run_with_client(_app(), scenario)
+
+
+_CTX = {"task": "t", "executionContext": {"sessionId": "s"}}
+_DEEP: dict[str, Any] = {}
+_node = _DEEP
+for _ in range(20):
+    _node["a"] = {}
+    _node = _node["a"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("orchestrate", {"userRequest": "x" * 10_001}, "userRequest"),
+        ("orchestrate", {"userRequest": "x", "context": {"deep": _DEEP}}, "context"),
+        ("orchestrate", {"userRequest": "x", "context": _sized_context(70_000)}, "context"),
+        (
+            "orchestrate",
+            {"userRequest": "x", "context": {f"k{i}": i for i in range(257)}},
+            "context",
+        ),
+        ("orchestrate", {"userRequest": "x", "context": {"taskType": "t" * 129}}, "taskType"),
+        ("orchestrate", {"userRequest": "x", "context": {"taskType": ["qa"]}}, "taskType"),
+        ("orchestrate", {"userRequest": "x", "context": {"agents": ["a" * 129]}}, "agents"),
+        ("orchestrate", {"userRequest": "x", "context": {"agents": {}}}, "context.agents"),
+        ("orchestrate", {"userRequest": "x", "options": {"seed": 10**30}}, "options.seed"),
+        ("orchestrate", {"userRequest": "x", "options": {"seed": -5}}, "options.seed"),
+        ("orchestrate", {"userRequest": "x", "options": {"maxIterations": 10**30}}, "maxIter"),
+        (
+            "orchestrate/batch",
+            {"requests": [{"userRequest": "x", "context": {"deep": _DEEP}}]},
+            "requests.0.context",
+        ),
+        ("feedback", {"orchestrationId": "x" * 129, "rating": 3}, "orchestrationId"),
+        ("feedback", {"orchestrationId": "x", "rating": 3, "comment": "c" * 2001}, "comment"),
+        ("auto-pilot/submit", {"userRequest": "x", "priority": 10**30}, "priority"),
+        ("auto-pilot/submit", {"userRequest": "x", "priority": -1}, "priority"),
+        ("auto-pilot/submit", {"userRequest": "x", "context": {"deep": _DEEP}}, "context"),
+        ("auto-pilot/submit", {"userRequest": ""}, "userRequest"),
+    ],
+)
+def test_platform_request_fields_are_bounded(path: str, body: dict[str, Any], field: str) -> None:
+    async def scenario(client: TestClient) -> None:
+        r = await client.post(f"/api/v1/ab-mcts/{path}", json=body)
+        err = await r.json()
+        assert r.status == 400, err
+        assert any(field in d["field"] for d in err["error"]["details"]), err
+
+    run_with_client(_app(), scenario)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("search", {"context": {**_CTX, "task": "t" * 10_001}, "availableAgents": AGENTS}, "task"),
+        (
+            "search",
+            {"context": {**_CTX, "requirements": ["r"] * 101}, "availableAgents": AGENTS},
+            "context.requirements",
+        ),
+        (
+            "search",
+            {"context": {**_CTX, "constraints": ["c" * 1001]}, "availableAgents": AGENTS},
+            "context.constraints.0",
+        ),
+        (
+            "search",
+            {"context": {**_CTX, "contextData": {"deep": _DEEP}}, "availableAgents": AGENTS},
+            "context.contextData",
+        ),
+        (
+            "search",
+            {"context": {**_CTX, "contextData": {"taskType": 7}}, "availableAgents": AGENTS},
+            "taskType",
+        ),
+        (
+            "search",
+            {
+                "context": {**_CTX, "executionContext": {"sessionId": "s", "budget": 1e308}},
+                "availableAgents": AGENTS,
+            },
+            "context.executionContext.budget",
+        ),
+        (
+            "search",
+            {
+                "context": {**_CTX, "userPreferences": {"maxCost": -1}},
+                "availableAgents": AGENTS,
+            },
+            "context.userPreferences.maxCost",
+        ),
+        ("search", {"context": _CTX, "availableAgents": ["a" * 129]}, "availableAgents.0"),
+        ("search", {"context": _CTX, "availableAgents": ["a", "a"]}, "availableAgents"),
+        ("search", {"context": _CTX, "availableAgents": [""]}, "availableAgents.0"),
+        (
+            "search",
+            {"context": _CTX, "availableAgents": [f"a{i}" for i in range(5000)]},
+            "availableAgents",
+        ),
+        (
+            "search",
+            {"context": _CTX, "availableAgents": AGENTS, "options": {"seed": 10**30}},
+            "options.seed",
+        ),
+        (
+            "search",
+            {"context": _CTX, "availableAgents": AGENTS, "options": {"explorationConstant": 1e308}},
+            "options.explorationConstant",
+        ),
+        (
+            "search",
+            {"context": _CTX, "availableAgents": AGENTS, "options": {"checkpointInterval": -1}},
+            "options.checkpointInterval",
+        ),
+        (
+            "recommend",
+            {"context": {**_CTX, "executionContext": {"sessionId": ""}}, "availableAgents": AGENTS},
+            "context.executionContext.sessionId",
+        ),
+    ],
+)
+def test_bridge_request_fields_are_bounded(path: str, body: dict[str, Any], field: str) -> None:
+    async def scenario(client: TestClient) -> None:
+        r = await client.post(f"/api/v1/ab-mcts-rust/{path}", json=body)
+        err = await r.json()
+        assert r.status == 400, err
+        assert any(field in d["field"] for d in err["error"]["details"]), err
+
+    run_with_client(_app(), scenario)
+
+
+def test_hostile_but_valid_requests_never_answer_5xx() -> None:
+    """Unicode, maxima and odd-but-valid values are answered (200) or refused (4xx)."""
+    many = [f"agent-{i}" for i in range(100)]
+    maxima = {"maxIterations": 10_000, "maxDepth": 50, "timeLimitMs": 300_000, "seed": 2**63 - 1}
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("ab-mcts/orchestrate", {"userRequest": "\u00e9\u4e2d\U0001f600\u0000"}),
+        (
+            "ab-mcts/orchestrate",
+            {"userRequest": "x", "context": {"taskType": None, "agents": None}},
+        ),
+        (
+            "ab-mcts/orchestrate",
+            {
+                "userRequest": "x",
+                "context": {"agents": many, "taskType": "\U0001f600"},
+                "options": {"maxIterations": 10_000, "maxDepth": 50, "seed": 2**63 - 1},
+            },
+        ),
+        ("ab-mcts-rust/search", {"context": _CTX, "availableAgents": many, "options": maxima}),
+        ("ab-mcts-rust/recommend", {"context": _CTX, "availableAgents": ["\u00e9\u0000"]}),
+        ("ab-mcts-rust/test", {"testType": "load", "agentCount": 20}),
+        ("ab-mcts/feedback", {"orchestrationId": "\U0001f600", "rating": 5}),
+        ("ab-mcts/auto-pilot/submit", {"userRequest": "\U0001f600", "priority": 100}),
+        (
+            "ab-mcts-rust/feedback",
+            {
+                **_bridge_feedback(executionTimeMs=86_400_000, tokensUsed=100_000_000),
+                "agentName": "\U0001f600",
+            },
+        ),
+    ]
+
+    async def scenario(client: TestClient) -> None:
+        for path, body in cases:
+            r = await client.post(f"/api/v1/{path}", json=body)
+            assert r.status < 500, (path, await r.text())
+        r = await client.get("/api/v1/ab-mcts/models", params={"taskType": "t" * 5000})
+        assert r.status == 200 and (await r.json())["data"]["rankings"] == []  # read only
+        for path in ("ab-mcts/metrics", "ab-mcts/report", "ab-mcts-rust/stats"):
+            r = await client.get(f"/api/v1/{path}")
+            assert r.status == 200, path
+
+    run_with_client(_app(), scenario)
+
+
+def test_health_routes_are_public_and_reveal_nothing_sensitive() -> None:
+    token, secret = "api-token-123456", "do-not-leak-7f3a"
+    app = create_app(Settings(api_token=token, admin_token=ADMIN))
+    routes = [
+        "/health",
+        "/api/v1/ab-mcts/health",
+        "/api/v1/ab-mcts-rust/health",
+        "/api/v1/parameters/health",
+        "/api/v1/vision/health",
+    ]
+
+    async def scenario(client: TestClient) -> None:
+        service = client.app[mcts_api.SERVICE.key]
+        orchestrator = service.orchestrator
+        real = orchestrator.orchestrate
+        started, release = threading.Event(), threading.Event()
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            started.set()
+            release.wait(10)
+            return real(*args, **kwargs)
+
+        orchestrator.orchestrate = held
+        body = {
+            "userRequest": f"summarise {secret}",
+            "context": {"password": secret},
+            "options": {"maxIterations": 20},
+        }
+        pending = asyncio.ensure_future(
+            client.post("/api/v1/ab-mcts/orchestrate", json=body, headers=bearer(token))
+        )
+        for _ in range(500):
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+        r = await client.get("/api/v1/ab-mcts/health")
+        assert r.status == 200 and (await r.json())["data"]["activeSearches"] == 1
+        release.set()
+        assert (await pending).status == 200
+        r = await client.post("/api/v1/ab-mcts/auto-pilot/submit", json=body, headers=bearer(token))
+        assert r.status == 200
+        for path in routes:
+            r = await client.get(path)  # no token
+            text = await r.text()
+            assert r.status in (200, 503), (path, text)
+            assert secret not in text and token not in text and ADMIN not in text, path
+        health = (await (await client.get("/api/v1/ab-mcts/health")).json())["data"]
+        assert health["activeSearches"] == 0
+        r = await client.get("/api/v1/ab-mcts/metrics")
+        assert r.status == 401  # the other routes still need the token
+
+    run_with_client(app, scenario)
+
+
+def test_the_openapi_document_states_the_bounds() -> None:
+    """What the service refuses, the document says it refuses (so a schema-driven client
+    or fuzzer stays within the bounds)."""
+
+    async def scenario(client: TestClient) -> None:
+        schemas = (await (await client.get("/openapi.json")).json())["components"]["schemas"]
+        orchestrate = schemas["OrchestrateBody"]["properties"]
+        assert orchestrate["userRequest"]["maxLength"] == 10_000
+        context = orchestrate["context"]
+        assert context["maxProperties"] == 256 and "65536 bytes" in context["description"]
+        assert context["properties"]["agents"]["uniqueItems"] is True
+        assert context["properties"]["taskType"]["maxLength"] == 128
+        assert schemas["SubmitBody"]["properties"]["priority"]["maximum"] == 100
+        assert schemas["RustOptions"]["properties"]["maxIterations"]["maximum"] == 10_000
+        assert schemas["RustOptions"]["properties"]["seed"]["anyOf"][0]["maximum"] == 2**63 - 1
+        search = schemas["RustSearchBody"]["properties"]["availableAgents"]
+        assert search["uniqueItems"] is True and search["items"]["maxLength"] == 128
+        meta = schemas["RewardMetadata"]["properties"]
+        assert meta["executionTimeMs"]["maximum"] == 86_400_000
+        assert meta["tokensUsed"]["maximum"] == 100_000_000
+        assert meta["apiCallsMade"]["maximum"] == 1_000_000
+
+    run_with_client(_app(), scenario)

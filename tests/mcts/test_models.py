@@ -68,3 +68,37 @@ def test_helpers() -> None:
     lo, hi = wilson_interval(0.5, 20)
     assert 0 < lo < 0.5 < hi < 1
     assert wilson_interval(0.5, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("success", "latency_ms", "tokens"),
+    [
+        (1.0, 1e200, None),  # (x - mu)^2 overflows
+        (1.0, math.inf, None),
+        (1.0, math.nan, None),
+        (1.0, None, math.inf),
+        (1.0, None, -1.0),
+        (1.5, 300.0, 10.0),
+        (math.nan, 300.0, 10.0),
+    ],
+)
+def test_a_refused_outcome_changes_nothing(
+    success: float, latency_ms: float | None, tokens: float | None
+) -> None:
+    """An outcome the model cannot take raises InputError before any posterior moves, and
+    the registry creates no model for it."""
+    reg = ModelRegistry()
+    reg.update("coder", "code", 1.0, 300.0, 100.0)
+    before = reg.to_dict()
+    with pytest.raises(InputError):
+        reg.update("coder", "code", success, latency_ms, tokens)
+    with pytest.raises(InputError):
+        reg.update("fresh", "code", success, latency_ms, tokens)
+    assert reg.to_dict() == before and len(reg) == 1
+
+
+def test_a_latency_posterior_that_would_overflow_is_refused_whole() -> None:
+    ng = NormalGamma(mu=0.0, kappa=1.0, a=1.0, b=1.7e308)
+    with pytest.raises(InputError, match="latency"):
+        AgentModel(latency=ng).update(1.0, 1e154)
+    assert (ng.mu, ng.kappa, ng.a, ng.b) == (0.0, 1.0, 1.0, 1.7e308)

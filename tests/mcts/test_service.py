@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
+from typing import Any
 
 import pytest
 
 from workbench.config import Settings, load_settings
-from workbench.errors import ConfigError, InputError, NotFoundError
+from workbench.errors import BackendUnavailable, ConfigError, InputError, NotFoundError
+from workbench.mcts.models import ModelRegistry
 from workbench.mcts.service import (
     DEFAULT_AGENTS,
     BatchRequest,
@@ -31,6 +35,7 @@ def test_config_defaults_are_the_documented_knobs() -> None:
         100.0,
         200.0,
     )
+    assert c.autopilot_max_queue_bytes == 64 * 1024 * 1024
 
 
 def test_config_from_the_environment() -> None:
@@ -53,6 +58,8 @@ def test_config_from_the_environment() -> None:
         ({"agents": ["a", "a"]}, "agents", "unique"),
         ({"agents": ["a", "b", "c"], "max_agents": 2}, "agents", "1..2"),
         ({"persist": "s3"}, "persist", "none or redis"),
+        ({"max_iterations": 2_000_000}, "max_iterations", "at most 1000000"),
+        ({"autopilot_max_queue_bytes": 1000}, "autopilot_max_queue_bytes", "at least 65536"),
         ({"rust_recommend_per_min": float("inf")}, "rust_recommend_per_min", ">= 0"),
         ({"max_iterations": 1.5}, "max_iterations", "expected a int"),
         ({"agents": 3}, "agents", "expected a tuple"),
@@ -154,3 +161,124 @@ def test_redis_persistence_loads_at_startup(redis_adapter) -> None:
     store.save_models(saved)
     svc = MctsService(MctsConfig(persist="redis"), Settings(), store=store)
     assert svc.persistent and svc.orchestrator.registry.get("planner").n == 1
+
+
+class FlakyStore:
+    """An in-memory model and result store whose saves fail while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.models: dict[str, Any] | None = None
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def _check(self) -> None:
+        if self.failing:
+            raise BackendUnavailable("store unavailable")
+
+    def load_models(self) -> ModelRegistry:
+        if self.models is None:
+            raise NotFoundError("no models saved")
+        return ModelRegistry.from_dict(self.models)
+
+    def save_models(self, registry: ModelRegistry) -> None:
+        self._check()
+        self.models = registry.to_dict()
+
+    def save_result(self, search_id: str, result: dict[str, Any]) -> None:
+        self._check()
+        self.results[search_id] = result
+
+    def load_result(self, search_id: str) -> dict[str, Any]:
+        if search_id not in self.results:
+            raise NotFoundError(search_id)
+        return self.results[search_id]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("coder", "code", 0.9, 1e200, 10.0), "latency_ms"),
+        (("coder", "code", 0.9, -1.0, 10.0), "latency_ms"),
+        (("coder", "code", 0.9, math.inf, 10.0), "latency_ms"),
+        (("coder", "code", 0.9, 300.0, 1e300), "tokens"),
+        (("coder", "code", 0.9, 300.0, math.nan), "tokens"),
+        (("coder", "code", 1.5, 300.0, 10.0), "reward"),
+        (("coder", "code", math.nan, 300.0, 10.0), "reward"),
+        (("", "code", 0.9, 300.0, 10.0), "agent"),
+        (("x" * 129, "code", 0.9, 300.0, 10.0), "agent"),
+        (("coder", "", 0.9, 300.0, 10.0), "task_type"),
+    ],
+)
+def test_a_refused_bridge_reward_changes_nothing(args: tuple[Any, ...], field: str) -> None:
+    svc = MctsService()
+    with pytest.raises(InputError, match=field) as info:
+        asyncio.run(svc.record_reward(*args))
+    assert info.value.details[0]["field"] == field
+    assert len(svc.orchestrator.registry) == 0 and svc.bridge_feedback == 0
+
+
+def test_a_failed_save_puts_the_models_back() -> None:
+    """A model change whose save fails answers the failure and leaves the models (and the
+    feedback log) as they were, so the client can retry without counting twice."""
+    store = FlakyStore()
+    svc = MctsService(MctsConfig(persist="redis"), store=store)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await svc.record_reward("coder", "code", 0.9, 300.0, 10.0)
+        r = await svc.run_orchestration("q", {}, svc.options(30, seed=0), agents=AGENTS)
+        before = svc.orchestrator.registry.to_dict()
+        store.failing = True
+        with pytest.raises(BackendUnavailable):
+            await svc.record_reward("coder", "code", 0.9, 300.0, 10.0)
+        with pytest.raises(BackendUnavailable):
+            await svc.feedback(r.orchestration_id, 5)
+        with pytest.raises(BackendUnavailable):
+            await svc.reward(r.orchestration_id, 0.9)
+        assert svc.orchestrator.registry.to_dict() == before
+        assert svc.bridge_feedback == 1 and len(svc.feedback_log) == 0
+        store.failing = False
+        await svc.feedback(r.orchestration_id, 5)
+        assert len(svc.feedback_log) == 1 and store.models == svc.orchestrator.registry.to_dict()
+
+    asyncio.run(run())
+
+
+def test_searches_in_flight_are_counted() -> None:
+    svc = MctsService()
+    started, release = threading.Event(), threading.Event()
+    orchestrator = svc.orchestrator
+    real = orchestrator.orchestrate
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    orchestrator.orchestrate = held  # type: ignore[method-assign]
+
+    async def run() -> None:
+        opts = svc.options(20, seed=0)
+        task = asyncio.create_task(svc.run_orchestration("q", {}, opts, agents=AGENTS))
+        for _ in range(500):
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert svc.active_searches == 1 == svc.health().active_searches
+        assert svc.statistics().active_searches == 1 == svc.metrics().statistics.active_searches
+        release.set()
+        await task
+        assert svc.active_searches == 0 == svc.health().active_searches
+
+    asyncio.run(run())
+
+
+def test_names_and_seeds_are_bounded() -> None:
+    svc = MctsService()
+    with pytest.raises(InputError, match="availableAgents"):
+        svc.check_agents(["x" * 129], "availableAgents")
+    with pytest.raises(InputError, match="availableAgents"):
+        svc.check_agents([""], "availableAgents")
+    for seed in (-1, 2**63):
+        with pytest.raises(InputError, match="seed"):
+            svc.options(10, seed=seed)
+    assert svc.options(10, seed=2**63 - 1).seed == 2**63 - 1

@@ -9,11 +9,18 @@ drive the auto-pilot (a background queue of requests). The native bridge's raw r
 The service behind them (:class:`~workbench.mcts.service.MctsService`) is built from the
 validated ``[mcts]`` settings at start-up (see :mod:`workbench.api.services`) and stops its
 auto-pilot with the app. Limits: at most ``[mcts] max_agents`` agents (100) and
-``[mcts] max_iterations`` iterations (10,000) per request; larger requests get 400
-``VALIDATION_ERROR`` naming the field. With ``[mcts] persist = "redis"`` the agent models are
-loaded from and saved to Redis under ``ab-mcts:models:default``. There is no agent runtime
-behind the service, so the chosen agent's outcome is a prediction of its models (marked
-``"predicted": true``); real outcomes come in through the feedback routes.
+``[mcts] max_iterations`` iterations (10,000) per request, and every request field within the
+bounds listed in :mod:`workbench.api.mcts_schemas`; a request outside them gets 400
+``VALIDATION_ERROR`` naming the field. The auto-pilot's queue is bounded in tasks
+(``[mcts] autopilot_max_queue``, 1000) and in bytes (``[mcts] autopilot_max_queue_bytes``,
+64 MiB): a submit beyond either gets 409 ``CAPACITY_EXCEEDED``. With
+``[mcts] persist = "redis"`` the agent models are loaded from and saved to Redis under
+``ab-mcts:models:default``. There is no agent runtime behind the service, so the chosen
+agent's outcome is a prediction of its models (marked ``"predicted": true``); real outcomes
+come in through the feedback routes.
+
+``/health`` needs no token; it reports the verdict, the agents' breaker states, the success
+rate and the searches in flight, never a request's contents.
 """
 
 from __future__ import annotations
@@ -48,12 +55,6 @@ def _options(svc: MctsService, o: OrchestrateOptionsBody) -> OrchestrationOption
     return svc.options(o.max_iterations, o.max_depth, o.seed, field="options.maxIterations")
 
 
-def _task_type(context: dict[str, Any]) -> str | None:
-    """The task type a request's context names (``taskType``; ``None`` when it names none)."""
-    value = context.get("taskType")
-    return str(value) if value else None
-
-
 @router.post("/orchestrate", body=OrchestrateBody, summary="Choose agents for a request")
 async def orchestrate_route(req: ApiRequest) -> Any:
     svc = SERVICE.of(req)
@@ -65,7 +66,7 @@ async def orchestrate_route(req: ApiRequest) -> Any:
         body.context,
         opts,
         agents=agents,
-        task_type=_task_type(body.context),
+        task_type=svc.task_type_of(body.context, "context.taskType"),
     )
     view = svc.visualization(result.orchestration_id) if body.options.visualize else None
     return Reply(wire.orchestration(result, view), meta={"message": "Orchestration completed"})
@@ -76,19 +77,24 @@ async def orchestrate_batch(req: ApiRequest) -> Any:
     svc = SERVICE.of(req)
     body: BatchBody = req.body
     opts = _options(svc, body.options)
-    requests = [
+    requests = [  # every item is checked before any runs
         BatchRequest(
             item.user_request,
             item.context,
-            tuple(svc.resolve_agents(item.context.get("agents"))),
-            _task_type(item.context),
+            tuple(svc.resolve_agents(item.context.get("agents"), f"requests.{i}.context.agents")),
+            svc.task_type_of(item.context, f"requests.{i}.context.taskType"),
         )
-        for item in body.requests
+        for i, item in enumerate(body.requests)
     ]
     return wire.batch(await svc.orchestrate_batch(requests, opts, source="ab-mcts-api-batch"))
 
 
-@router.post("/feedback", body=FeedbackBody, summary="Rate an orchestration (1..5)")
+@router.post(
+    "/feedback",
+    body=FeedbackBody,
+    summary="Rate an orchestration (1..5)",
+    responses={404: "unknown or expired orchestration"},
+)
 async def feedback_route(req: ApiRequest) -> Any:
     body: FeedbackBody = req.body
     await SERVICE.of(req).feedback(body.orchestration_id, body.rating, body.comment)
@@ -168,7 +174,15 @@ async def autopilot_status(req: ApiRequest) -> Any:
     }
 
 
-@router.post("/auto-pilot/submit", body=SubmitBody, summary="Queue a request")
+@router.post(
+    "/auto-pilot/submit",
+    body=SubmitBody,
+    summary="Queue a request",
+    responses={
+        409: "the auto-pilot queue is full: [mcts] autopilot_max_queue tasks or "
+        "autopilot_max_queue_bytes bytes"
+    },
+)
 async def autopilot_submit(req: ApiRequest) -> Any:
     svc = SERVICE.of(req)
     body: SubmitBody = req.body
@@ -178,7 +192,7 @@ async def autopilot_submit(req: ApiRequest) -> Any:
         body.context,
         body.priority,
         agents=agents,
-        task_type=_task_type(body.context),
+        task_type=svc.task_type_of(body.context, "context.taskType"),
     )
     return Reply(wire.submitted(task, position), meta={"message": "Task queued"})
 

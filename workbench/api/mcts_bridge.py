@@ -7,7 +7,10 @@ outcome directly; ``test`` runs a self-test search over synthetic agents on a pr
 orchestrator. As the platform's bridge did, each client (peer address) may send 100 ``search``
 and 200 ``recommend`` requests a minute (``[mcts] rust_search_per_min`` and
 ``rust_recommend_per_min``; 0 turns a limit off); beyond that 429 ``RATE_LIMITED`` with
-``Retry-After``.
+``Retry-After``. Every request field is bounded (see :mod:`workbench.api.mcts_schemas`): a
+feedback outside its bounds (an execution time over 24 hours, say) is a 400 naming the field,
+and changes no model. ``health`` needs no token and reports only the version, the uptime and
+the features.
 """
 
 from __future__ import annotations
@@ -68,13 +71,12 @@ async def _search(
     svc: MctsService, ctx: RustContext, agents: list[str], opts: OrchestrationOptions
 ) -> OrchestrationResult:
     svc.check_agents(agents, "availableAgents")
-    task_type = ctx.context_data.get("taskType", "general")
     return await svc.run_orchestration(
         ctx.task,
         {"sessionId": ctx.execution_context.session_id},
         opts,
         agents=agents,
-        task_type=str(task_type) if task_type else None,
+        task_type=svc.task_type_of(ctx.context_data, "context.contextData.taskType"),
     )
 
 

@@ -294,7 +294,7 @@ def health(h: MctsHealth) -> dict[str, Any]:
         "circuitBreaker": h.circuit_breaker,  # the worst of the per-agent breakers
         "circuitBreakers": dict(h.circuit_breakers),
         "successRate": h.success_rate,
-        "activeSearches": 0,
+        "activeSearches": h.active_searches,
         "timestamp": now(),
     }
 
@@ -337,6 +337,8 @@ def queue_status(q: QueueStatus) -> dict[str, Any]:
         "queuedTasks": [_queued(t) for t in q.tasks],
         "maxQueue": q.max_queue,
         "failedTasks": [_failed(f) for f in q.failed],
+        "queuedBytes": q.queued_bytes,
+        "maxQueueBytes": q.max_queue_bytes,
     }
 
 

@@ -12,6 +12,11 @@
 ``expected_performance = 0.5 success + 0.3 / (1 + latency/1000) + 0.2 / (1 + usage/1000)``
 and ``reliability = 0.7 min(1, n/30) + 0.3 consistency`` (consistency ``exp(-2 var)`` of the
 last 10 success flags, 0 under 5 observations) as on the platform.
+
+Updates are all-or-nothing: :meth:`AgentModel.update` computes every posterior first and
+raises :class:`~workbench.errors.InputError` before changing anything when an observation is
+out of range or would leave a parameter non-finite (a latency of 1e200 ms squares past the
+largest float), and :meth:`ModelRegistry.update` keeps no model for an outcome it refused.
 """
 
 from __future__ import annotations
@@ -60,10 +65,19 @@ class BetaPosterior:
 
     def update(self, success: float) -> None:
         """Add one observation in [0, 1] (1 success, 0 failure, fractions in between)."""
+        self.alpha, self.beta = self.updated(success)
+
+    def updated(self, success: float) -> tuple[float, float]:
+        """``(alpha, beta)`` after :meth:`update` with ``success``; changes nothing.
+
+        Raises:
+            InputError: ``success`` is not in [0, 1].
+        """
         if not 0.0 <= success <= 1.0:
-            raise InputError(f"success: must be in [0, 1], got {success!r}")
-        self.alpha += success
-        self.beta += 1.0 - success
+            raise InputError(
+                f"success: must be in [0, 1], got {success!r}", details=[{"field": "success"}]
+            )
+        return self.alpha + success, self.beta + (1.0 - success)
 
     @property
     def mean(self) -> float:
@@ -88,13 +102,28 @@ class NormalGamma:
     b: float = 500.0
 
     def update(self, x: float) -> None:
+        """Add one observation."""
+        self.mu, self.kappa, self.a, self.b = self.updated(x)
+
+    def updated(self, x: float, field: str = "observation") -> tuple[float, float, float, float]:
+        """``(mu, kappa, a, b)`` after :meth:`update` with ``x``; changes nothing.
+
+        Raises:
+            InputError: ``x`` is not finite, or so far from ``mu`` that a parameter would
+                overflow (naming ``field``).
+        """
         if not math.isfinite(x):
-            raise InputError(f"observation: must be finite, got {x!r}")
+            raise InputError(f"{field}: must be finite, got {x!r}", details=[{"field": field}])
         k1 = self.kappa + 1.0
-        self.b += self.kappa * (x - self.mu) ** 2 / (2.0 * k1)
-        self.mu = (self.kappa * self.mu + x) / k1
-        self.kappa = k1
-        self.a += 0.5
+        d = x - self.mu
+        b = self.b + self.kappa * (d * d) / (2.0 * k1)  # d * d overflows to inf, never raises
+        mu = (self.kappa * self.mu + x) / k1
+        if not (math.isfinite(b) and math.isfinite(mu)):
+            raise InputError(
+                f"{field}: {x!r} is too far from the model's mean {self.mu!r} to be added",
+                details=[{"field": field}],
+            )
+        return mu, k1, self.a + 0.5, b
 
     @property
     def mean(self) -> float:
@@ -140,16 +169,40 @@ class AgentModel:
     n: int = 0
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=10))
 
-    def update(self, success: float, latency_ms: float | None = None, tokens: float | None = None):
-        """Add one observed outcome (``success`` in [0, 1])."""
-        self.success.update(success)
+    def update(
+        self, success: float, latency_ms: float | None = None, tokens: float | None = None
+    ) -> None:
+        """Add one observed outcome (``success`` in [0, 1]), all or nothing.
+
+        Raises:
+            InputError: ``success`` out of [0, 1], a latency that is not finite (or too far
+                from the model to add), or tokens that are negative or not finite; the model
+                is left unchanged.
+        """
+        alpha, beta = self.success.updated(success)
+        latency = None
         if latency_ms is not None:
-            self.latency.update(float(latency_ms))
+            latency = self.latency.updated(float(latency_ms), "latency_ms")
+        usage_a, usage_b = self.usage_a, self.usage_b
         if tokens is not None:
-            if tokens < 0:
-                raise InputError(f"tokens: must be >= 0, got {tokens!r}")
-            self.usage_a += 1.0
-            self.usage_b += float(tokens)
+            tokens = float(tokens)
+            if not (math.isfinite(tokens) and tokens >= 0):
+                raise InputError(
+                    f"tokens: must be finite and >= 0, got {tokens!r}",
+                    details=[{"field": "tokens"}],
+                )
+            usage_a, usage_b = usage_a + 1.0, usage_b + tokens
+            if not math.isfinite(usage_b):
+                raise InputError(
+                    f"tokens: {tokens!r} would overflow the usage model",
+                    details=[{"field": "tokens"}],
+                )
+        # everything that can fail has been computed: commit
+        self.success.alpha, self.success.beta = alpha, beta
+        if latency is not None:
+            lat = self.latency
+            lat.mu, lat.kappa, lat.a, lat.b = latency
+        self.usage_a, self.usage_b = usage_a, usage_b
         self.n += 1
         self.recent.append(float(success))
 
@@ -247,8 +300,17 @@ class ModelRegistry:
         latency_ms: float | None = None,
         tokens: float | None = None,
     ) -> AgentModel:
-        model = self.get(agent, task_type)
+        """Add one outcome to ``agent``'s model for ``task_type`` (made with the priors on
+        first use); an outcome :meth:`AgentModel.update` refuses changes nothing, and leaves
+        no new model behind."""
+        key = (agent, task_type)
+        model = self._models.get(key)
+        fresh = model is None
+        if model is None:
+            model = AgentModel()
         model.update(success, latency_ms, tokens)
+        if fresh:
+            self._models[key] = model
         return model
 
     def __iter__(self) -> Iterator[tuple[tuple[str, str], AgentModel]]:
@@ -279,8 +341,9 @@ class ModelRegistry:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": MODELS_FORMAT_VERSION,
-            "models": [
-                {"agent": a, "taskType": t, **m.to_dict()} for (a, t), m in self._models.items()
+            "models": [  # over a copy of the items: a search thread may add a model meanwhile
+                {"agent": a, "taskType": t, **m.to_dict()}
+                for (a, t), m in list(self._models.items())
             ],
         }
 

@@ -8,8 +8,16 @@ the feedback log, the counters of the native bridge and the
 
 There is no agent runtime behind the service, so orchestrations execute the chosen agent with
 :class:`~workbench.mcts.orchestrate.ModelExecutor` (a prediction from the agent's models);
-real outcomes come in as feedback. One orchestration at a time mutates the shared models (an
-``asyncio`` lock around a worker thread), so the event loop keeps answering meanwhile.
+real outcomes come in as feedback. One change at a time mutates the shared models (an
+``asyncio`` lock, held by an orchestration around its worker thread and by each feedback), so
+the event loop keeps answering meanwhile.
+
+A feedback either happens whole or changes nothing: its values are checked against the
+documented ranges before anything moves (:data:`MAX_EXECUTION_TIME_MS`, :data:`MAX_TOKENS`,
+:data:`MAX_NAME_LENGTH`, :data:`MAX_COMMENT_LENGTH`), the model update itself is
+all-or-nothing (:meth:`~workbench.mcts.models.AgentModel.update`), and when saving the models
+fails the models are put back as they were before the error is raised, so a retry does not
+count twice.
 
 If Redis does not answer at start-up the service still starts, and loads the models on first
 use: until Redis answers, whatever needs them fails with
@@ -29,14 +37,14 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.config import Settings, from_section
 from workbench.errors import BackendUnavailable, ConfigError, InputError, NotFoundError
-from workbench.mcts.autopilot import AutoPilot
-from workbench.mcts.models import AgentModel
+from workbench.mcts.autopilot import DEFAULT_MAX_QUEUE_BYTES, MAX_CONTEXT_BYTES, AutoPilot
+from workbench.mcts.models import AgentModel, ModelRegistry
 from workbench.mcts.orchestrate import (
     MAX_AGENTS,
     FeedbackRecord,
@@ -50,6 +58,12 @@ from workbench.mcts.storage import RedisStore
 
 __all__ = [
     "DEFAULT_AGENTS",
+    "ITERATIONS_CEILING",
+    "MAX_COMMENT_LENGTH",
+    "MAX_EXECUTION_TIME_MS",
+    "MAX_NAME_LENGTH",
+    "MAX_SEED",
+    "MAX_TOKENS",
     "SELF_TESTS",
     "BatchItemResult",
     "BatchRequest",
@@ -61,6 +75,7 @@ __all__ = [
     "MctsService",
     "RewardSummary",
     "SelfTestResult",
+    "check_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +85,18 @@ DEFAULT_AGENTS = ("planner", "retriever", "synthesizer", "orchestrator")
 SELF_TESTS = {"simple": (50, 1.0), "complex": (200, 3.0), "load": (500, 10.0)}
 #: Feedback entries kept for the report (oldest dropped first).
 FEEDBACK_LOG_SIZE = 10_000
+#: Largest ``[mcts] max_iterations`` (a search's tree holds one node per iteration).
+ITERATIONS_CEILING = 1_000_000
+#: Longest agent name and task type, characters.
+MAX_NAME_LENGTH = 128
+#: Largest search seed (seeds are 63-bit).
+MAX_SEED = 2**63 - 1
+#: Longest execution time an agent's feedback may report, milliseconds (24 hours).
+MAX_EXECUTION_TIME_MS = 86_400_000.0
+#: Most tokens an agent's feedback may report.
+MAX_TOKENS = 100_000_000.0
+#: Longest comment of a rating, characters.
+MAX_COMMENT_LENGTH = 2000
 _PERSIST = ("none", "redis")
 
 
@@ -78,7 +105,8 @@ class MctsConfig:
     """Knobs of the AB-MCTS service (``[mcts]`` in workbench.toml).
 
     Attributes:
-        max_iterations: Most search iterations one request may ask for.
+        max_iterations: Most search iterations one request may ask for (at most
+            :data:`ITERATIONS_CEILING`).
         max_agents: Most candidate agents one request may name (at most 100).
         agents: Candidate agents of a request that names none (a list in TOML, or
             comma-separated in ``WORKBENCH_MCTS__AGENTS``).
@@ -86,6 +114,9 @@ class MctsConfig:
             tree views persist in Redis).
         autopilot_max_queue: Most tasks waiting in the auto-pilot queue; a submit beyond
             it gets 409.
+        autopilot_max_queue_bytes: Most bytes the auto-pilot's waiting and running tasks may
+            hold (64 MiB; see :mod:`workbench.mcts.autopilot` for what a task counts); a
+            submit beyond it gets 409. At least 65536, one task of the largest context.
         rust_search_per_min: Requests a minute per client to ``ab-mcts-rust/search`` (0: no
             limit).
         rust_recommend_per_min: The same for ``ab-mcts-rust/recommend``.
@@ -96,6 +127,7 @@ class MctsConfig:
     agents: tuple[str, ...] = DEFAULT_AGENTS
     persist: str = "none"
     autopilot_max_queue: int = 1000
+    autopilot_max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
     rust_search_per_min: float = 100.0
     rust_recommend_per_min: float = 200.0
 
@@ -103,7 +135,11 @@ class MctsConfig:
         if self.persist == "":
             object.__setattr__(self, "persist", "none")
         checks: tuple[tuple[str, bool, str], ...] = (
-            ("max_iterations", self.max_iterations >= 1, "at least 1 iteration per request"),
+            (
+                "max_iterations",
+                1 <= self.max_iterations <= ITERATIONS_CEILING,
+                f"at least 1 and at most {ITERATIONS_CEILING} iterations per request",
+            ),
             (
                 "max_agents",
                 1 <= self.max_agents <= MAX_AGENTS,
@@ -111,6 +147,11 @@ class MctsConfig:
             ),
             ("persist", self.persist in _PERSIST, "none or redis"),
             ("autopilot_max_queue", self.autopilot_max_queue >= 1, "at least 1 queued task"),
+            (
+                "autopilot_max_queue_bytes",
+                self.autopilot_max_queue_bytes >= MAX_CONTEXT_BYTES,
+                f"at least {MAX_CONTEXT_BYTES} bytes (one task of the largest context)",
+            ),
             (
                 "rust_search_per_min",
                 math.isfinite(self.rust_search_per_min) and self.rust_search_per_min >= 0,
@@ -270,12 +311,14 @@ class MctsHealth:
         circuit_breaker: The worst of the agents' breaker states.
         circuit_breakers: Each agent's breaker state.
         success_rate: The orchestrator's success rate (``None`` before the first).
+        active_searches: Searches in flight now (:attr:`MctsService.active_searches`).
     """
 
     healthy: bool
     circuit_breaker: str
     circuit_breakers: dict[str, str]
     success_rate: float | None
+    active_searches: int
 
 
 @dataclass(frozen=True)
@@ -302,6 +345,7 @@ class SelfTestResult:
 @dataclass
 class _Counters:
     searches: int = 0
+    active: int = 0
     bridge_feedback: int = 0
     started: float = field(default_factory=time.time)
 
@@ -339,7 +383,11 @@ class MctsService:
             maxlen=FEEDBACK_LOG_SIZE
         )
         self._counters = _Counters()
-        self.autopilot = AutoPilot(self, max_queue=self.config.autopilot_max_queue)
+        self.autopilot = AutoPilot(
+            self,
+            max_queue=self.config.autopilot_max_queue,
+            max_queue_bytes=self.config.autopilot_max_queue_bytes,
+        )
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
@@ -370,6 +418,12 @@ class MctsService:
         return self._counters.searches
 
     @property
+    def active_searches(self) -> int:
+        """Searches in flight now: orchestrations, bridge searches and self-tests started
+        and not finished (waiting for their turn included)."""
+        return self._counters.active
+
+    @property
     def bridge_feedback(self) -> int:
         """Agent rewards received through :meth:`record_reward`."""
         return self._counters.bridge_feedback
@@ -384,27 +438,45 @@ class MctsService:
 
     # -- limits --------------------------------------------------------------------------
     def resolve_agents(self, agents: Any, field: str = "context.agents") -> list[str]:
-        """The candidate agents of a request: ``agents`` if given, else the configured ones.
+        """The candidate agents of a request: ``agents`` if given, else (``None`` or an empty
+        list) the configured ones.
 
         Raises:
             InputError: not a list of names, too many, or a name twice (naming ``field``).
         """
-        agents = agents or list(self.config.agents)
+        if agents is None or agents == []:
+            agents = list(self.config.agents)
         if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
             raise InputError(f"{field}: must be a list of agent names", details=[{"field": field}])
         self.check_agents(agents, field)
         return agents
 
     def check_agents(self, agents: Sequence[str], field: str) -> None:
-        """Refuse more than ``max_agents`` agents, none, or a name twice (naming ``field``)."""
+        """Refuse more than ``max_agents`` agents, none, a name twice, or a name that is not
+        1..:data:`MAX_NAME_LENGTH` characters (naming ``field``)."""
         limit = self.config.max_agents
         if not 1 <= len(agents) <= limit:
             raise InputError(
                 f"{field}: need 1..{limit} agents, got {len(agents)}",
                 details=[{"field": field, "message": f"at most {limit} agents"}],
             )
+        for i, agent in enumerate(agents):
+            check_name(agent, f"{field}.{i}")
         if len(set(agents)) != len(agents):
             raise InputError(f"{field}: agent names must be unique", details=[{"field": field}])
+
+    def task_type_of(self, context: Mapping[str, Any], field: str) -> str | None:
+        """The task type a request's context names (``taskType``; ``None`` when it names
+        none or an empty one).
+
+        Raises:
+            InputError: not a string of 1..:data:`MAX_NAME_LENGTH` characters (naming
+                ``field``).
+        """
+        value = context.get("taskType")
+        if value is None or value == "":
+            return None
+        return check_name(value, field)
 
     def options(
         self,
@@ -420,13 +492,19 @@ class MctsService:
         applied.
 
         Raises:
-            InputError: more than ``max_iterations`` iterations (naming ``field``).
+            InputError: more than ``max_iterations`` iterations (naming ``field``), or a seed
+                outside 0..:data:`MAX_SEED`.
         """
         limit = self.config.max_iterations
         if iterations is not None and iterations > limit:
             raise InputError(
                 f"{field}: at most {limit} iterations per request, got {iterations}",
                 details=[{"field": field, "message": f"must be <= {limit}"}],
+            )
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise InputError(
+                f"seed: must be in 0..{MAX_SEED}, got {seed}",
+                details=[{"field": "seed", "message": f"must be in 0..{MAX_SEED}"}],
             )
         opts = OrchestrationOptions(
             iterations=iterations or min(500, limit),
@@ -449,6 +527,9 @@ class MctsService:
         """Orchestrate one request; ``context`` reaches the agents as its ``metadata``.
 
         Models learnt from an executed agent are saved (with ``persist = "redis"``).
+
+        Raises:
+            InputError: ``task_type`` is not 1..:data:`MAX_NAME_LENGTH` characters.
         """
         ctx: dict[str, Any] = {
             "userRequest": user_request,
@@ -456,15 +537,19 @@ class MctsService:
             "metadata": context,
         }
         if task_type is not None:
-            ctx["taskType"] = task_type
+            ctx["taskType"] = check_name(task_type, "task_type")
         orchestrator = self.orchestrator
         self._counters.searches += 1
-        async with self._lock:  # one orchestration at a time mutates the shared models
-            result = await asyncio.to_thread(
-                orchestrator.orchestrate, ctx, list(agents), None, options=options
-            )
-        if options.execute and options.learn:
-            await self.save_models()
+        self._counters.active += 1
+        try:
+            async with self._lock:  # one change at a time to the shared models
+                result = await asyncio.to_thread(
+                    orchestrator.orchestrate, ctx, list(agents), None, options=options
+                )
+            if options.execute and options.learn:
+                await self.save_models()
+        finally:
+            self._counters.active -= 1
         return result
 
     async def orchestrate_batch(
@@ -522,25 +607,57 @@ class MctsService:
         await self.save_models()
 
     # -- feedback ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _changing_models(self) -> AsyncIterator[None]:
+        """Hold the models' lock for one change, then save the models; if the change or the
+        save fails, the models are put back as they were (only a save can fail after a
+        change: the updates themselves are all-or-nothing), and the error propagates."""
+        async with self._lock:
+            orchestrator = self.orchestrator
+            before = orchestrator.registry.to_dict() if self.store is not None else None
+            try:
+                yield
+                await self.save_models()
+            except BaseException:
+                if before is not None:
+                    orchestrator.registry = ModelRegistry.from_dict(before)
+                raise
+
     async def feedback(
         self, orchestration_id: str, rating: int, comment: str | None = None
     ) -> FeedbackRecord:
-        """Record a user's rating (1..5) of an orchestration, log it and save the models.
+        """Record a user's rating (1..5) of an orchestration, save the models and log it.
 
         Raises:
             NotFoundError: unknown or expired orchestration.
-            InputError: a rating out of range.
+            InputError: a rating out of range, or a comment longer than
+                :data:`MAX_COMMENT_LENGTH`.
+            BackendUnavailable: the models could not be saved (nothing was recorded).
         """
-        record = await asyncio.to_thread(
-            self.orchestrator.feedback, orchestration_id, rating, comment=comment
-        )
+        if comment is not None and len(comment) > MAX_COMMENT_LENGTH:
+            raise InputError(
+                f"comment: at most {MAX_COMMENT_LENGTH} characters, got {len(comment)}",
+                details=[{"field": "comment"}],
+            )
+        async with self._changing_models():
+            record = await asyncio.to_thread(
+                self.orchestrator.feedback, orchestration_id, rating, comment=comment
+            )
         self.feedback_log.append(record)
-        await self.save_models()
         return record
 
-    def reward(self, orchestration_id: str, reward: float) -> None:
-        """Record a reward in [0, 1] for an orchestration (the auto-pilot's scores)."""
-        self.orchestrator.feedback(orchestration_id, reward=reward)
+    async def reward(self, orchestration_id: str, reward: float) -> None:
+        """Record a reward in [0, 1] for an orchestration (the auto-pilot's scores) and save
+        the models.
+
+        Raises:
+            NotFoundError: unknown or expired orchestration.
+            InputError: a reward outside [0, 1].
+            BackendUnavailable: the models could not be saved (nothing was recorded).
+        """
+        _check_range("reward", reward, 0.0, 1.0)
+        async with self._changing_models():
+            await asyncio.to_thread(self.orchestrator.feedback, orchestration_id, reward=reward)
 
     async def record_reward(
         self,
@@ -551,12 +668,27 @@ class MctsService:
         tokens: float | None = None,
     ) -> AgentModel:
         """An outcome of ``agent`` reported directly (success when ``reward > 0.5``); the
-        updated model is saved and returned."""
-        model = self.orchestrator.registry.update(
-            agent, task_type, 1.0 if reward > 0.5 else 0.0, latency_ms, tokens
-        )
+        updated model is saved and returned.
+
+        Raises:
+            InputError: ``agent`` or ``task_type`` not 1..:data:`MAX_NAME_LENGTH` characters,
+                ``reward`` outside [0, 1], ``latency_ms`` outside
+                0..:data:`MAX_EXECUTION_TIME_MS` or ``tokens`` outside 0..:data:`MAX_TOKENS`
+                (each named in the error); nothing was recorded.
+            BackendUnavailable: the models could not be saved (nothing was recorded).
+        """
+        check_name(agent, "agent")
+        check_name(task_type, "task_type")
+        _check_range("reward", reward, 0.0, 1.0)
+        if latency_ms is not None:
+            _check_range("latency_ms", latency_ms, 0.0, MAX_EXECUTION_TIME_MS)
+        if tokens is not None:
+            _check_range("tokens", tokens, 0.0, MAX_TOKENS)
+        async with self._changing_models():
+            model = self.orchestrator.registry.update(
+                agent, task_type, 1.0 if reward > 0.5 else 0.0, latency_ms, tokens
+            )
         self._counters.bridge_feedback += 1
-        await self.save_models()
         return model
 
     def feedback_report(self) -> FeedbackReport:
@@ -582,7 +714,7 @@ class MctsService:
     def metrics(self) -> MctsMetrics:
         orchestrator = self.orchestrator
         return MctsMetrics(
-            statistics=orchestrator.statistics(),
+            statistics=self.statistics(),
             feedback_processed=len(self.feedback_log),
             feedback_aggregations=len({(f.agent, f.task_type) for f in self.feedback_log}),
             rankings=orchestrator.registry.rankings("general"),
@@ -591,16 +723,18 @@ class MctsService:
         )
 
     def statistics(self) -> OrchestratorStatistics:
-        return self.orchestrator.statistics()
+        """The orchestrator's counters, with the searches in flight in this service."""
+        return replace(self.orchestrator.statistics(), active_searches=self.active_searches)
 
     def health(self) -> MctsHealth:
-        stats = self.orchestrator.statistics()
+        stats = self.statistics()
         rate, breaker = stats.success_rate, stats.circuit_breaker_state
         return MctsHealth(
             healthy=(rate is None or rate > 0.5) and breaker != "OPEN",
             circuit_breaker=breaker,
             circuit_breakers=stats.circuit_breakers,
             success_rate=rate,
+            active_searches=stats.active_searches,
         )
 
     async def self_test(self, test_type: str, agent_count: int) -> SelfTestResult:
@@ -610,10 +744,43 @@ class MctsService:
         iterations, limit_s = SELF_TESTS[test_type]
         agents = [f"test-agent-{i + 1}" for i in range(agent_count)]
         opts = OrchestrationOptions(iterations=iterations, time_limit_s=limit_s, execute=False)
-        r = await asyncio.to_thread(
-            Orchestrator().orchestrate, {"taskType": "self-test"}, agents, None, options=opts
-        )
+        self._counters.active += 1
+        try:
+            r = await asyncio.to_thread(
+                Orchestrator().orchestrate, {"taskType": "self-test"}, agents, None, options=opts
+            )
+        finally:
+            self._counters.active -= 1
         return SelfTestResult(r, iterations, limit_s, time.perf_counter() - t0)
+
+
+def check_name(value: Any, field: str) -> str:
+    """``value`` if it is a name of 1..:data:`MAX_NAME_LENGTH` characters (an agent, a task
+    type).
+
+    Raises:
+        InputError: anything else (naming ``field``).
+    """
+    if not isinstance(value, str):
+        raise InputError(
+            f"{field}: must be a string, got {type(value).__name__}",
+            details=[{"field": field, "message": "must be a string"}],
+        )
+    if not 1 <= len(value) <= MAX_NAME_LENGTH:
+        raise InputError(
+            f"{field}: must be 1..{MAX_NAME_LENGTH} characters, got {len(value)}",
+            details=[{"field": field, "message": f"1..{MAX_NAME_LENGTH} characters"}],
+        )
+    return value
+
+
+def _check_range(field: str, value: Any, lo: float, hi: float) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and lo <= value <= hi):
+        raise InputError(
+            f"{field}: must be a number in [{lo:g}, {hi:g}], got {value!r}",
+            details=[{"field": field, "message": f"must be in [{lo:g}, {hi:g}]"}],
+        )
 
 
 def _summaries(pairs: Any) -> dict[str, RewardSummary]:
