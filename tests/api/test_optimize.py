@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -245,3 +246,324 @@ def test_parameter_learning_survives_a_restart_in_redis(redis_adapter: Any) -> N
         sections={"optimize": {"store": "redis"}},
     )
     _parameters_restart_scenario(settings)
+
+
+ADMIN = "admin-token-789"
+HA = bearer(ADMIN)
+
+
+def _app_with(tmp_path: Any, **optimize: Any) -> Any:
+    settings = Settings(
+        api_token=TOKEN,
+        admin_token=ADMIN,
+        data_dir=tmp_path,
+        sections={"optimize": {"store": "file", **optimize}},
+    )
+    return create_app(settings, routers=[system.router, routes.router])
+
+
+def _execution(task: str = "code_generation", **change: Any) -> dict[str, Any]:
+    return {
+        "taskType": task,
+        "parameters": {"temperature": 0.3},
+        "latencyMs": 900,
+        "success": True,
+        "quality": 0.7,
+        "cost": 0.001,
+        **change,
+    }
+
+
+def test_extreme_values_are_refused_and_never_poison_a_study(tmp_path: Any) -> None:
+    async def scenario(client: TestClient) -> None:
+        execs = [_execution(parameters={"temperature": 0.1 * i}) for i in range(6)]
+        r = await client.post("/api/v1/parameters/feedback", json={"executions": execs}, headers=H)
+        assert r.status == 200
+        bad = [_execution(latencyMs=1e160)]
+        r = await client.post("/api/v1/parameters/feedback", json={"executions": bad}, headers=H)
+        assert r.status == 400 and "latencyMs" in await r.text()
+        r = await client.post("/api/v1/parameters", json={"taskType": "code_generation"}, headers=H)
+        assert r.status == 200, await r.text()
+        base = "/api/v1/optimize/extreme"
+        space = {"x": {"type": "real", "low": 0, "high": 1}}
+        r = await client.post(base, json={"space": space}, headers=H)
+        assert r.status == 201
+        for y in (1e308, -1e308):
+            r = await client.post(
+                f"{base}/tell", json={"params": {"x": 0.5}, "outcomes": {"y": y}}, headers=H
+            )
+            assert r.status == 400 and "outcomes.y" in await r.text()
+        for i, y in enumerate((1e12, -1e12, 0.1, 0.2, 0.3, 0.4)):
+            r = await client.post(
+                f"{base}/tell",
+                json={"params": {"x": 0.1 + 0.1 * i}, "outcomes": {"y": y}},
+                headers=H,
+            )
+            assert r.status == 200, await r.text()
+        r = await client.post(f"{base}/ask", json={"n": 2}, headers=H)
+        assert r.status == 200, await r.text()
+
+    run_with_client(_app_with(tmp_path), scenario)
+    # a record an older version accepted and persisted: the task keeps answering after a restart
+    path = tmp_path / "optimize" / "studies" / "parameters-code_generation.json"
+    doc = json.loads(path.read_text())
+    trials = doc["study"]["trials"]
+    trials.append({**trials[0], "id": len(trials), "outcomes": {"score": -5e156}})
+    path.write_text(json.dumps(doc))
+
+    async def after_restart(client: TestClient) -> None:
+        r = await client.post("/api/v1/parameters", json={"taskType": "code_generation"}, headers=H)
+        assert r.status == 200, await r.text()
+        r = await client.get("/api/v1/parameters/analytics", headers=H)
+        task = (await r.json())["taskTypes"]["code_generation"]
+        assert task["observations"] == 6 and task["failures"] == 1
+
+    run_with_client(_app_with(tmp_path), after_restart)
+
+
+def test_malformed_study_requests_are_400_naming_the_field(tmp_path: Any) -> None:
+    space = {"x": {"type": "real", "low": 0, "high": 1}}
+    emoji = "\U0001f600" * 100
+    cases: list[tuple[str, str, Any, str]] = [
+        ("post", "/api/v1/optimize/a%00b", {"space": space}, "study"),
+        ("post", f"/api/v1/optimize/{emoji}", {"space": space}, "study"),
+        ("post", f"/api/v1/optimize/{emoji}/ask", {"n": 1}, "study"),
+        ("get", "/api/v1/optimize/a%00b/best", None, "study"),
+        ("post", "/api/v1/optimize/s", {"space": {"x": {"type": "real", "low": "abc"}}}, "low"),
+        ("post", "/api/v1/optimize/s", {"space": {"x": {"type": "real", "low": 0}}}, "high"),
+        ("post", "/api/v1/optimize/s", {"space": {"x": {"type": "spiral"}}}, "space.x"),
+        ("post", "/api/v1/optimize/s", {"space": {}}, "space"),
+        ("post", "/api/v1/optimize/s", {"space": space, "refPoint": {"y": "NaN"}}, "refPoint"),
+        (
+            "post",
+            "/api/v1/optimize/s",
+            {"space": space, "objectives": {"a": "min", "b": "max"}, "refPoint": {"z": 1}},
+            "ref_point",
+        ),
+        (
+            "post",
+            "/api/v1/optimize/s",
+            {"space": space, "outcomeConstraints": {"c": ["<", 1]}},
+            "outcomeConstraints",
+        ),
+        (
+            "post",
+            "/api/v1/optimize/s",
+            {"space": space, "outcomeConstraints": {"c": ["<=", "abc"]}},
+            "outcomeConstraints",
+        ),
+        ("post", "/api/v1/optimize/s", {"space": space, "seed": -1}, "seed"),
+        (
+            "post",
+            "/api/v1/optimize/s",
+            {"space": {f"x{i}": space["x"] for i in range(9)}},
+            "max_dimensions",
+        ),
+        (
+            "post",
+            "/api/v1/optimize/s",
+            {"space": {"c": {"type": "categorical", "choices": list("abcdefghi")}}},
+            "max_dimensions",
+        ),
+        ("post", "/api/v1/optimize/ok/ask", {"n": 5}, "max_batch"),
+        ("post", "/api/v1/optimize/ok/tell", {"outcomes": {"y": 1}}, "trialId"),
+        ("post", "/api/v1/optimize/ok/tell", {"trialId": 0, "outcomes": {"y": 1e308}}, "outcomes"),
+    ]
+
+    async def scenario(client: TestClient) -> None:
+        r = await client.post("/api/v1/optimize/ok", json={"space": space}, headers=H)
+        assert r.status == 201
+        r = await client.post("/api/v1/optimize/ok/ask", json={"n": 1}, headers=H)
+        assert r.status == 200
+        for method, path, body, field in cases:
+            kw = {} if body is None else {"json": body}
+            r = await getattr(client, method)(path, headers=H, **kw)
+            text = await r.text()
+            assert r.status == 400, (path, body, r.status, text)
+            assert field in text, (path, body, text)
+        r = await client.get("/api/v1/optimize/s/best", headers=H)
+        assert r.status == 404  # none of the bad definitions created a study
+
+    run_with_client(_app_with(tmp_path, max_dimensions=8, max_batch=4), scenario)
+
+
+class _Gate:
+    """A strategy whose suggestions wait until the test releases them (a slow ask)."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def suggest(self, inp: Any, q: int) -> Any:
+        from workbench.optimize.strategies import SobolSearch
+
+        self.entered.set()
+        self.release.wait(120)
+        return SobolSearch().suggest(inp, q)
+
+
+def test_a_slow_ask_never_delays_other_studies(tmp_path: Any) -> None:
+    import asyncio
+
+    space = {"x": {"type": "real", "low": 0, "high": 1}}
+
+    async def scenario(client: TestClient) -> None:
+        for name in ("slow", "fast"):
+            r = await client.post(f"/api/v1/optimize/{name}", json={"space": space}, headers=H)
+            assert r.status == 201
+        execs = [_execution(parameters={"temperature": 0.1 * i}) for i in range(6)]
+        r = await client.post("/api/v1/parameters/feedback", json={"executions": execs}, headers=H)
+        assert r.status == 200
+        svc = client.server.app[routes.SERVICE.key]
+        gate = _Gate()
+        (await svc.study("slow")).strategy = gate
+        slow = asyncio.ensure_future(
+            client.post("/api/v1/optimize/slow/ask", json={"n": 1}, headers=H)
+        )
+        try:
+            assert await asyncio.to_thread(gate.entered.wait, 60)
+            r = await asyncio.wait_for(
+                client.post("/api/v1/optimize/fast/ask", json={"n": 2}, headers=H), 30
+            )
+            assert r.status == 200
+            r = await asyncio.wait_for(
+                client.post("/api/v1/parameters", json={"taskType": "code_generation"}, headers=H),
+                60,
+            )
+            assert r.status == 200
+            assert not slow.done()
+        finally:
+            gate.release.set()
+        r = await slow
+        assert r.status == 200
+
+    run_with_client(_app_with(tmp_path), scenario)
+
+
+def test_ask_time_limit_marks_truncated_trials(tmp_path: Any) -> None:
+    async def scenario(client: TestClient) -> None:
+        base = "/api/v1/optimize/timed"
+        space = {f"x{i}": {"type": "real", "low": 0, "high": 1} for i in range(3)}
+        r = await client.post(base, json={"space": space}, headers=H)
+        assert r.status == 201
+        for i in range(7):
+            params = {f"x{j}": (0.13 * (i + 1) * (j + 1)) % 1 for j in range(3)}
+            r = await client.post(
+                f"{base}/tell", json={"params": params, "outcomes": {"y": float(i)}}, headers=H
+            )
+            assert r.status == 200
+        r = await client.post(f"{base}/ask", json={"n": 3}, headers=H)
+        body = (await r.json())["data"]
+        assert r.status == 200 and len(body["trials"]) == 3
+        assert body["info"]["truncated"] is True
+
+    run_with_client(_app_with(tmp_path, ask_time_limit_s=1e-6), scenario)
+
+
+def test_admin_deletes_task_types_and_studies(tmp_path: Any) -> None:
+    space = {"x": {"type": "real", "low": 0, "high": 1}}
+
+    async def scenario(client: TestClient) -> None:
+        for task in ("junk-1", "junk-2"):
+            r = await client.post(
+                "/api/v1/parameters/feedback", json={"executions": [_execution(task)]}, headers=H
+            )
+            assert r.status == 200
+        r = await client.post(
+            "/api/v1/parameters/feedback", json={"executions": [_execution("real")]}, headers=H
+        )
+        assert r.status == 409
+        r = await client.delete("/api/v1/parameters/junk-1", headers=H)
+        assert r.status == 403
+        r = await client.delete("/api/v1/parameters/junk-1", headers=HA)
+        assert r.status == 200, await r.text()
+        r = await client.delete("/api/v1/parameters/junk-1", headers=HA)
+        assert r.status == 404
+        r = await client.delete("/api/v1/parameters/a%20b", headers=HA)
+        assert r.status == 400
+        r = await client.post(
+            "/api/v1/parameters/feedback", json={"executions": [_execution("real")]}, headers=H
+        )
+        assert r.status == 200
+        r = await client.post("/api/v1/optimize/s1", json={"space": space}, headers=H)
+        assert r.status == 201
+        r = await client.post("/api/v1/optimize/s2", json={"space": space}, headers=H)
+        assert r.status == 409 and "max_studies" in await r.text()
+        r = await client.delete("/api/v1/optimize/s1", headers=H)
+        assert r.status == 403
+        r = await client.delete("/api/v1/optimize/s1", headers=HA)
+        assert r.status == 200
+        r = await client.get("/api/v1/optimize/s1/best", headers=H)
+        assert r.status == 404
+        r = await client.post("/api/v1/optimize/s2", json={"space": space}, headers=H)
+        assert r.status == 201
+
+    run_with_client(_app_with(tmp_path, max_task_types=2, max_studies=1), scenario)
+    assert not (tmp_path / "optimize" / "studies" / "parameters-junk-1.json").exists()
+    assert not (tmp_path / "optimize" / "studies" / "s1.json").exists()
+
+
+#: Request values the optimizer never interprets: any JSON, bounded by the body size limit.
+_OPAQUE = {"ParameterRequest.context", "ParameterRequest.metadata", "Feedback.parameters"}
+
+
+def test_every_optimizer_request_field_is_bounded() -> None:
+    from workbench.api.openapi import build_openapi
+
+    models = {
+        spec.body.__name__
+        for spec in routes.router.routes
+        if spec.body is not None and "optimize" in spec.body.__module__
+    }
+    doc = build_openapi(routes.router.routes)
+    schemas = doc["components"]["schemas"]
+    unbounded: list[str] = []
+
+    def check(where: str, schema: dict[str, Any], opaque: bool) -> None:
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            models.add(name)
+            return
+        for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            for i, sub in enumerate(schema.get(key, [])):
+                check(f"{where}[{i}]", sub, opaque)
+        kind = schema.get("type")
+        if "const" in schema or "enum" in schema or kind in ("boolean", "null"):
+            return
+        if kind == "string" and "maxLength" not in schema:
+            unbounded.append(where)
+        if kind in ("number", "integer") and not (
+            ("minimum" in schema or "exclusiveMinimum" in schema)
+            and ("maximum" in schema or "exclusiveMaximum" in schema)
+        ):
+            unbounded.append(where)
+        if kind == "array":
+            if "maxItems" not in schema:
+                unbounded.append(where)
+            if "items" in schema:
+                check(f"{where}[]", schema["items"], opaque)
+        if kind == "object" and "properties" not in schema:
+            if "maxProperties" not in schema:
+                unbounded.append(where)
+            names = schema.get("propertyNames", {})
+            if "maxLength" not in names and "pattern" not in names:
+                unbounded.append(f"{where} (keys)")
+            values = schema.get("additionalProperties")
+            if isinstance(values, dict) and not opaque:
+                check(f"{where}{{}}", values, opaque)
+        composed = ("anyOf", "oneOf", "allOf", "const", "enum", "$ref")
+        if not kind and not opaque and not any(k in schema for k in composed):
+            unbounded.append(f"{where} (any JSON)")
+
+    done: set[str] = set()
+    while models - done:
+        name = sorted(models - done)[0]
+        done.add(name)
+        for prop, schema in schemas[name].get("properties", {}).items():
+            where = f"{name}.{prop}"
+            check(where, schema, where in _OPAQUE)
+    assert not unbounded, unbounded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_a_bad_batch_is_refused_whole(tmp_path: Any) -> None:
         ({"task_type": "has space"}, "task_type"),
         ({"parameters": {"temperature": "hot"}}, "parameters.temperature"),
         ({"parameters": {"temperature": float("nan")}}, "parameters.temperature"),
-        ({"latency_ms": "slow"}, "quality"),
+        ({"latency_ms": "slow"}, "latency_ms"),
         ({"parameters": [0.3]}, "parameters"),
     ]
     for change, field in bad_rows:
@@ -137,3 +138,119 @@ def test_convergence_report_on_a_converged_study() -> None:
         opt.tell(t, {"y": (t.params["x"] - 0.5) ** 2})
     rep = convergence_report(opt)
     assert rep.status == "converged" and rep.recommend_stop
+
+
+def _record(task: str = "reasoning", **change: Any) -> dict[str, Any]:
+    base = {
+        "task_type": task,
+        "parameters": {"temperature": 0.4},
+        "latency_ms": 800.0,
+        "success": True,
+        "quality": 0.7,
+        "cost": 0.001,
+    }
+    return {**base, **change}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"latency_ms": 1e160}, "latency_ms"),
+        ({"latency_ms": 1.0e7 + 1}, "latency_ms"),
+        ({"latency_ms": -1.0}, "latency_ms"),
+        ({"quality": 1.5}, "quality"),
+        ({"quality": -0.1}, "quality"),
+        ({"cost": 1e300}, "cost"),
+        ({"cost": -1.0}, "cost"),
+    ],
+)
+def test_feedback_values_outside_their_documented_range_are_refused(change, field) -> None:
+    learner = FeedbackLearner(seed=0)
+    with pytest.raises(InputError) as info:
+        learner.observe([_record(), _record(**change)])
+    assert info.value.details["field"] == field
+    assert learner.optimizers == {}
+    learner.observe([_record(latency_ms=1.0e7, quality=0.0, cost=1.0e6)])  # the bounds hold
+
+
+def test_a_stored_extreme_record_never_poisons_the_task(tmp_path: Any) -> None:
+    store = FileStudyStore(tmp_path)
+    first = FeedbackLearner(seed=0, store=store)
+    first.observe(simulated_records(8, np.random.default_rng(4)))
+    path = tmp_path / "parameters-reasoning.json"
+    doc = json.loads(path.read_text())
+    # what an older version accepted: one record with latency_ms=1e160
+    doc["study"]["trials"].append(
+        {
+            "id": len(doc["study"]["trials"]),
+            "params": doc["study"]["trials"][0]["params"],
+            "status": "completed",
+            "outcomes": {"score": 0.7 - 0.05 * 1e160 / 1000},
+        }
+    )
+    path.write_text(json.dumps(doc))
+    again = FeedbackLearner(seed=0, store=store)
+    params = again.suggest("reasoning")
+    llm_space("reasoning").validate(params)
+    extreme = [t for t in again.optimizers["reasoning"].trials if t.outcomes and t.id == 8]
+    assert [t.status for t in extreme] == ["failed"]
+
+
+def test_suggesting_for_an_unknown_task_type_takes_no_slot() -> None:
+    learner = FeedbackLearner(seed=0, max_task_types=1)
+    learner.observe([_record("reasoning")])
+    for task in ("fuzz-1", "fuzz-2", "fuzz-3"):
+        assert learner.suggest(task) == profile_params(task)
+    assert list(learner.optimizers) == ["reasoning"]
+
+
+def test_idle_task_types_with_few_observations_make_room(tmp_path: Any) -> None:
+    import time
+
+    now = [time.time()]
+    store = FileStudyStore(tmp_path)
+    learner = FeedbackLearner(
+        seed=0,
+        store=store,
+        max_task_types=3,
+        expire_idle_s=3600.0,
+        expire_below=3,
+        clock=lambda: now[0],
+    )
+    learner.observe([_record("junk-a"), _record("junk-b")])
+    learner.observe([_record("real", parameters={"temperature": 0.1 * i}) for i in range(3)])
+    now[0] += 1800
+    learner.suggest("junk-b")  # in use: seen again
+    with pytest.raises(CapacityError) as full:
+        learner.observe([_record("new-1")])
+    assert full.value.retry_after_s == pytest.approx(1800.0)
+    now[0] += 1800
+    assert learner.observe([_record("new-1")]) == {"new-1": 1}
+    assert sorted(learner.optimizers) == ["junk-b", "new-1", "real"]
+    assert not store.exists("parameters-junk-a")  # expired for good, also in the store
+    now[0] += 10 * 3600
+    # only "real" holds enough observations to stay however idle it is
+    learner.observe([_record("new-2"), _record("new-3")])
+    assert sorted(learner.optimizers) == ["new-2", "new-3", "real"]
+    with pytest.raises(CapacityError) as later:
+        learner.observe([_record("new-4"), _record("new-5")])
+    assert later.value.retry_after_s == pytest.approx(3600.0)
+    with pytest.raises(CapacityError) as never:
+        learner.observe([_record("new-4"), _record("new-5"), _record("new-6")])
+    assert never.value.retry_after_s is None
+    # a restarted learner knows when each task type was last seen, from its trials
+    again = FeedbackLearner(seed=0, store=store, max_task_types=3, expire_idle_s=3600.0)
+    assert sorted(again.optimizers) == ["new-2", "new-3", "real"]
+
+
+def test_forget_deletes_a_task_type(tmp_path: Any) -> None:
+    from workbench.errors import NotFoundError
+
+    store = FileStudyStore(tmp_path)
+    learner = FeedbackLearner(seed=0, store=store, max_task_types=1)
+    learner.observe([_record("junk")])
+    learner.forget("junk")
+    assert learner.optimizers == {} and not store.exists("parameters-junk")
+    with pytest.raises(NotFoundError):
+        learner.forget("junk")
+    assert learner.observe([_record("real")]) == {"real": 1}

@@ -299,3 +299,105 @@ def test_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _told(n: int = 6, dim: int = 2, seed: int = 0) -> Optimizer:
+    opt = Optimizer({f"x{i}": Real(0, 1) for i in range(dim)}, {"y": "minimize"}, seed=seed)
+    for _ in range(n):
+        t = opt.ask()
+        opt.tell(t, {"y": sum((v - 0.3) ** 2 for v in t.params.values())})
+    return opt
+
+
+def test_tell_refuses_outcomes_beyond_the_documented_bound() -> None:
+    opt = _told()
+    for value in (1e308, -1e308, 1e160, 1.01e12):
+        with pytest.raises(InputError, match="y") as info:
+            opt.tell(opt.ask(), {"y": value})
+        assert info.value.details["field"] == "y"
+        with pytest.raises(InputError):
+            opt.tell({"x0": 0.5, "x1": 0.5}, {"y": value})
+    from workbench.optimize.optimizer import MAX_ABS_OUTCOME
+
+    # the bound itself is accepted, and the model copes with the widest allowed range
+    assert MAX_ABS_OUTCOME == 1e12
+    opt.tell(opt.ask(), {"y": MAX_ABS_OUTCOME})
+    opt.tell(opt.ask(), {"y": -MAX_ABS_OUTCOME})
+    trial = opt.ask()
+    assert trial.status == "pending" and opt.last_info["phase"] == "model"
+
+
+def test_a_stored_study_with_extreme_outcomes_still_answers_ask() -> None:
+    opt = _told()
+    data = opt.to_dict()
+    # what an older version accepted and saved
+    data["trials"] += [
+        {
+            "id": 6,
+            "params": {"x0": 0.9, "x1": 0.1},
+            "status": "completed",
+            "outcomes": {"y": 1e308},
+        },
+        {
+            "id": 7,
+            "params": {"x0": 0.1, "x1": 0.9},
+            "status": "completed",
+            "outcomes": {"y": -1e308},
+        },
+    ]
+    loaded = Optimizer.from_dict(data)
+    assert [t.status for t in loaded.trials[6:]] == ["failed", "failed"]
+    assert loaded.trials[6].outcomes == {"y": 1e308}  # kept for the record
+    trial = loaded.ask()
+    assert trial.status == "pending" and loaded.last_info["phase"] == "model"
+    assert loaded.best().value > -1.0  # the -1e308 is not the best any more
+
+
+def test_a_model_failure_falls_back_with_a_reason() -> None:
+    from workbench.optimize.strategies import StrategyInput
+
+    opt = _told()
+    inp = opt._strategy_input()
+    poisoned = StrategyInput(
+        space=inp.space,
+        x=np.vstack([inp.x, [[0.9, 0.1], [0.1, 0.9]]]),
+        y=np.vstack([inp.y, [[1e308], [-1e308]]]),
+        avoid=inp.avoid,
+        seed=1,
+        index=inp.index,
+    )
+    for strategy in (QLogNEI(), ThompsonSampling()):
+        s = strategy.suggest(poisoned, 2)
+        assert s.x.shape == (2, 2)
+        assert s.info["phase"] == "fallback" and s.info["reason"]
+
+
+def test_ask_time_limit_returns_the_best_so_far_marked_truncated() -> None:
+    opt = _told(n=8, dim=6)
+    batch = opt.ask_batch(4, time_limit_s=1e-6)
+    assert len(batch) == 4 and len({tuple(t.params.values()) for t in batch}) == 4
+    assert opt.last_info["phase"] == "model" and opt.last_info["truncated"] is True
+    for t in batch:
+        opt.space.validate(t.params)
+    opt.ask_batch(1)
+    assert opt.last_info.get("truncated", False) is False
+    with pytest.raises(InputError, match="time_limit_s"):
+        opt.ask_batch(1, time_limit_s=0)
+
+
+def test_study_arguments_are_checked() -> None:
+    space = {"x": Real(0, 1)}
+    objectives = {"a": "minimize", "b": "maximize"}
+    with pytest.raises(InputError, match="ref_point"):
+        Optimizer(space, objectives, ref_point={"a": 1.0, "z": 0.0})
+    with pytest.raises(InputError, match="ref_point"):
+        Optimizer(space, objectives, ref_point={"a": 1.0, "b": 1e300})
+    for bad in (["c < 1"], ["c <= abc"], {"c": ("<", 1)}, {"c": ("<=", "abc")}, {"": ("<=", 1)}):
+        with pytest.raises(InputError, match="outcome constraint"):
+            Optimizer(space, objectives, outcome_constraints=bad)
+    with pytest.raises(InputError, match="outcome constraint"):
+        Optimizer(space, objectives, outcome_constraints={"c": ("<=", 1e300)})
+    with pytest.raises(InputError, match="seed"):
+        Optimizer(space, seed=-1)
+    with pytest.raises(InputError, match="trial"):
+        Optimizer(space).tell(None, {"y": 1.0})  # type: ignore[arg-type]

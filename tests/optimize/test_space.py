@@ -129,3 +129,59 @@ def test_snap_is_idempotent() -> None:
 def test_categorical_bool_and_int_distinct() -> None:
     c = Categorical([True, 1, "1"])
     assert c.index(True) == 0 and c.index(1) == 1 and c.index("1") == 2
+
+
+@pytest.mark.parametrize(
+    ("definition", "field"),
+    [
+        ({"type": "real", "low": "abc", "high": 1}, "x.low"),
+        ({"type": "real", "low": [0], "high": 1}, "x.low"),
+        ({"type": "real", "low": 0}, "x.high"),
+        ({"type": "real", "low": 0, "high": 10**400}, "x.high"),
+        ({"type": "real", "low": -1e308, "high": 1e308}, "x.high"),
+        ({"type": "real", "low": 0, "high": 1, "log": "yes"}, "x.log"),
+        ({"type": "real", "low": 0, "high": 1, "lo": 0}, "x.lo"),
+        ({"type": "int", "low": True, "high": 4}, "x.low"),
+        ({"type": "int", "low": 0, "high": 10**400}, "x.high"),
+        ({"type": "categorical", "choices": 5}, "x.choices"),
+        ({"type": "categorical", "choices": "abc"}, "x.choices"),
+        ({"type": "categorical", "choices": [[1]]}, "x.choices"),
+        ({"type": "fixed", "value": {"a": 1}}, "x.value"),
+        ({"type": "fixed"}, "x.value"),
+        ({"type": "real", "low": 0, "high": 1, "active_if": "m"}, "x.active_if"),
+        ({"type": "real", "low": 0, "high": 1, "active_if": {"m": 5}}, "x.active_if"),
+        ({"type": "complex"}, "x.type"),
+        ({"low": 0, "high": 1}, "x.type"),
+        ("real", "x"),
+    ],
+)
+def test_malformed_definitions_name_the_parameter_and_field(definition, field) -> None:
+    with pytest.raises(InputError) as info:
+        SearchSpace.from_dict({"params": {"x": definition}})
+    assert info.value.details["field"] == field, info.value.message
+    assert "'x'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"params": []},
+        {"params": {"x": {"type": "real", "low": 0, "high": 1}}, "constraints": [{"op": "<="}]},
+        {
+            "params": {"x": {"type": "real", "low": 0, "high": 1}},
+            "constraints": [{"coefficients": {"x": "a"}, "op": "<=", "bound": 1}],
+        },
+        {
+            "params": {"x": {"type": "real", "low": 0, "high": 1}},
+            "constraints": [{"coefficients": {"x": 1}, "op": "<", "bound": 1}],
+        },
+        {
+            "params": {"x": {"type": "real", "low": 0, "high": 1}},
+            "constraints": [{"coefficients": {"x": 1}, "op": "<=", "bound": float("nan")}],
+        },
+    ],
+)
+def test_malformed_spaces_are_input_errors(data) -> None:
+    with pytest.raises(InputError):
+        SearchSpace.from_dict(data)

@@ -83,3 +83,22 @@ def test_redis_store_ttl(redis_adapter) -> None:
     store.save(study("gamma"))
     ttl = redis_adapter.ttl(store.key("gamma"))
     assert ttl is not None and 0 < ttl <= 30
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a\x00b", "\U0001f600" * 100, "a/b", "..", ".hidden", "a b", "x" * 129, "é"]
+)
+def test_study_names_are_checked_before_touching_the_store(tmp_path, name) -> None:
+    from workbench.errors import InputError
+
+    store = FileStudyStore(tmp_path)
+    for call in (store.exists, store.load, store.delete):
+        with pytest.raises(InputError) as info:
+            call(name)
+        assert info.value.details["field"] == "study"
+
+
+def test_the_longest_valid_name_fits_the_file_store(tmp_path) -> None:
+    store = FileStudyStore(tmp_path)
+    store.save(Optimizer({"x": Real(0, 1)}, name="n" * 128))
+    assert store.exists("n" * 128) and list(store.names()) == ["n" * 128]

@@ -2,14 +2,16 @@
 
 - ``/api/v1/parameters``: the platform's parameter-service contract (the Rust service's raw
   shapes, no envelope): ``POST`` suggests parameters for a request, ``POST /feedback``
-  learns from executions, ``GET /analytics`` summarises every task, ``GET /health``.
+  learns from executions, ``GET /analytics`` summarises every task, ``GET /health``,
+  ``DELETE /{taskType}`` (admin) forgets a task type.
 - ``/api/v1/optimize/{study}``: generic ask/tell studies (enveloped): ``POST`` creates a
   study from a space definition, ``POST .../ask``, ``POST .../tell``, ``GET .../best``,
-  ``GET .../pareto``.
+  ``GET .../pareto``, ``DELETE`` (admin) deletes it.
 
 The domain service (:class:`~workbench.optimize.service.OptimizeService`) holds the studies
-and the learner; model work runs in a worker thread under its lock, so the event loop keeps
-answering ``/health`` while a GP is fitted.
+and the learner; model work runs in a worker thread under the study's own lock, so the event
+loop keeps answering ``/health`` while a GP is fitted, and a slow ask on one study never
+delays another.
 
 Studies persist after every change, and so does what ``/api/v1/parameters/feedback`` learnt
 (each task type is the study ``parameters-<task_type>``, readable through the study routes;
@@ -17,87 +19,199 @@ that prefix is reserved), so a restarted service resumes them where they were (a
 the same next point). ``[optimize] store`` (``WORKBENCH_OPTIMIZE__STORE``)
 chooses where (:mod:`workbench.optimize.service`): ``"file"`` (default), ``"redis"`` or
 ``"memory"``.
+
+Bounds: every request field has a documented range in the OpenAPI document (string lengths,
+list and object sizes, numeric ranges). Names (study, parameter, outcome) are at most 64
+characters (study names: 1-128 of ``A-Z a-z 0-9 _ - .``, not starting with ``.``); outcome
+values, reference points, constraint bounds and parameter bounds lie within +-1e12
+(:data:`~workbench.optimize.optimizer.MAX_ABS_OUTCOME`); feedback ``latencyMs`` is 0-1e7 ms,
+``quality`` 0-1, ``cost`` 0-1e6. The ``[optimize]`` knobs ``max_dimensions`` (64),
+``max_batch`` (64), ``ask_time_limit_s`` (10 s), ``max_studies`` (1024) and
+``max_task_types`` (256) bound the work a request can cause; values past them are 400 (409
+for the counts). ``context`` and ``metadata`` of a parameter request and the ``parameters``
+of an execution record hold any JSON the optimizer does not interpret (at most 64 members,
+within the request body limit).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from workbench.api.routing import ApiRequest, ApiRouter, Reply
 from workbench.api.services import ServiceSpec
 from workbench.api.wire import WireModel
 from workbench.config import Settings
 from workbench.errors import InputError
-from workbench.optimize.feedback import TASK_TYPE_PATTERN
-from workbench.optimize.service import OptimizeConfig, OptimizeService
+from workbench.optimize.feedback import MAX_COST, MAX_LATENCY_MS, TASK_TYPE_PATTERN
+from workbench.optimize.optimizer import MAX_ABS_OUTCOME
+from workbench.optimize.service import MAX_BATCH, OptimizeConfig, OptimizeService
 
 __all__ = ["SERVICE", "router"]
 
 _Model = WireModel  # the request schemas below share the one wire base
 
+#: A parameter, objective or outcome name, or a short label.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Text = Annotated[str, StringConstraints(max_length=256)]
+#: A value within the optimizer's range (+-1e12).
+Value = Annotated[float, Field(ge=-MAX_ABS_OUTCOME, le=MAX_ABS_OUTCOME)]
+IntValue = Annotated[int, Field(ge=-(10**12), le=10**12)]
+#: A categorical choice, a fixed value or a parameter value.
+Scalar = bool | IntValue | Value | Text
+Tokens = Annotated[int, Field(ge=1, le=1_048_576)]
 
+MAX_PARAMS = 256
+MAX_CHOICES = 256
+MAX_OBJECTIVES = 4  # hypervolume improvement's cost grows exponentially with the objectives
+MAX_OUTCOMES = 32
+MAX_OPAQUE = 64  # members of the objects the optimizer does not interpret
+
+
+# ----- /api/v1/parameters schemas --------------------------------------------------------------
 class UserPreferences(_Model):
-    priority: str = "balanced"
-    quality_threshold: float | None = None
-    max_latency_ms: float | None = None
-    max_tokens: int | None = None
-    preferred_style: str | None = None
+    priority: str = Field(default="balanced", max_length=32)
+    quality_threshold: float | None = Field(default=None, ge=0, le=1)
+    max_latency_ms: float | None = Field(default=None, ge=0, le=MAX_LATENCY_MS)
+    max_tokens: Tokens | None = None
+    preferred_style: str | None = Field(default=None, max_length=64)
+
+
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(ge=0, le=1)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
 
 
 class ParameterConstraints(_Model):
-    temperature_range: tuple[float, float] = (0.0, 2.0)
-    top_p_range: tuple[float, float] = (0.0, 1.0)
-    max_tokens_limit: int = 4096
-    presence_penalty_range: tuple[float, float] = (-2.0, 2.0)
-    frequency_penalty_range: tuple[float, float] = (-2.0, 2.0)
+    """Ranges the suggestion is clipped to (each ``[low, high]`` with ``low <= high``)."""
+
+    temperature_range: tuple[Temperature, Temperature] = (0.0, 2.0)
+    top_p_range: tuple[TopP, TopP] = (0.0, 1.0)
+    max_tokens_limit: Tokens = 4096
+    presence_penalty_range: tuple[Penalty, Penalty] = (-2.0, 2.0)
+    frequency_penalty_range: tuple[Penalty, Penalty] = (-2.0, 2.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ParameterConstraints:
+        for name in (
+            "temperature_range",
+            "top_p_range",
+            "presence_penalty_range",
+            "frequency_penalty_range",
+        ):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: low {low} is above high {high}")
+        return self
+
+
+Opaque = dict[Name, Any]
 
 
 class ParameterRequest(_Model):
-    id: str | None = None
-    model: str | None = None
-    prompt: str = ""
-    task_type: str = Field(default="casual_chat", pattern=TASK_TYPE_PATTERN)
-    context: dict[str, Any] | None = None
+    id: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
+    prompt: str = Field(default="", max_length=1_000_000)
+    task_type: str = Field(default="casual_chat", max_length=64, pattern=TASK_TYPE_PATTERN)
+    context: Opaque | None = Field(default=None, max_length=MAX_OPAQUE)
     user_preferences: UserPreferences = Field(default_factory=UserPreferences)
     constraints: ParameterConstraints = Field(default_factory=ParameterConstraints)
-    metadata: dict[str, Any] | None = None
+    metadata: Opaque | None = Field(default=None, max_length=MAX_OPAQUE)
 
 
 class Feedback(_Model):
-    task_type: str = Field(pattern=TASK_TYPE_PATTERN)
-    parameters: dict[str, Any]
-    latency_ms: float = Field(ge=0)
+    task_type: str = Field(max_length=64, pattern=TASK_TYPE_PATTERN)
+    parameters: Opaque = Field(max_length=MAX_OPAQUE)
+    latency_ms: float = Field(ge=0, le=MAX_LATENCY_MS)
     success: bool = True
     quality: float | None = Field(default=None, ge=0, le=1)
-    cost: float = Field(default=0.0, ge=0)
+    cost: float = Field(default=0.0, ge=0, le=MAX_COST)
 
 
 class FeedbackBatch(_Model):
     executions: list[Feedback] = Field(min_length=1, max_length=1000)
 
 
+# ----- /api/v1/optimize schemas ----------------------------------------------------------------
+class _Param(_Model):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key would change the space
+
+    active_if: dict[Name, Annotated[list[Scalar], Field(max_length=MAX_CHOICES)]] | None = Field(
+        default=None, max_length=8
+    )
+
+
+class RealParam(_Param):
+    type: Literal["real"]
+    low: Value
+    high: Value
+    log: bool = False
+
+
+class IntParam(_Param):
+    type: Literal["int"]
+    low: IntValue
+    high: IntValue
+    log: bool = False
+
+
+class CategoricalParam(_Param):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1, max_length=MAX_CHOICES)
+
+
+class FixedParam(_Param):
+    type: Literal["fixed"]
+    value: Scalar
+
+
+ParamDefinition = Annotated[
+    RealParam | IntParam | CategoricalParam | FixedParam, Field(discriminator="type")
+]
+Direction = Literal["minimize", "maximize", "min", "max"]
+
+
+def _minimize_y() -> dict[str, Direction]:
+    return {"y": "minimize"}
+
+
 class StudyCreate(_Model):
-    space: dict[str, dict[str, Any]]
-    objectives: dict[str, str] = Field(default_factory=lambda: {"y": "minimize"})
-    strategy: str = "default"
-    seed: int = 0
-    outcome_constraints: dict[str, tuple[str, float]] | None = None
-    ref_point: dict[str, float] | None = None
+    space: dict[Name, ParamDefinition] = Field(min_length=1, max_length=MAX_PARAMS)
+    objectives: dict[Name, Direction] = Field(
+        default_factory=_minimize_y, min_length=1, max_length=MAX_OBJECTIVES
+    )
+    strategy: str = Field(default="default", max_length=64)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    outcome_constraints: dict[Name, tuple[Literal["<=", ">="], Value]] | None = Field(
+        default=None, max_length=16
+    )
+    ref_point: dict[Name, Value] | None = Field(default=None, max_length=MAX_OBJECTIVES)
 
 
 class AskBody(_Model):
-    n: int = Field(default=1, ge=1, le=64)
+    n: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BATCH,
+        description="configurations to suggest; at most [optimize] max_batch (default 64)",
+    )
 
 
 class TellBody(_Model):
-    trial_id: int | None = None
-    params: dict[str, Any] | None = None
-    outcomes: dict[str, float] | None = None
+    """Give ``trialId`` (a suggestion of this study) or ``params`` (observed elsewhere)."""
+
+    trial_id: int | None = Field(default=None, ge=0, le=10**9)
+    params: dict[Name, Scalar] | None = Field(default=None, max_length=MAX_PARAMS)
+    outcomes: dict[Name, Value] | None = Field(default=None, max_length=MAX_OUTCOMES)
     failed: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TellBody:
+        if (self.trial_id is None) == (self.params is None):
+            raise ValueError("give exactly one of trialId and params")
+        return self
 
 
 def _build(config: OptimizeConfig, settings: Settings) -> OptimizeService:
@@ -127,16 +241,20 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
     """The task's rule-based profile until feedback arrives, then the BO suggestion, clipped to
     the request's constraints."""
     body: ParameterRequest = req.body
-    svc = _service(req)
-    async with svc.lock:
-        n = len(svc.learner.optimizer(body.task_type).completed)
-        params = await asyncio.to_thread(svc.learner.suggest, body.task_type)
+    s = await _service(req).suggest_parameters(body.task_type)
+    params, n = s.params, s.observations
     c = body.constraints
     reasoning = []
     if n == 0:
         reasoning.append(f"no feedback for {body.task_type} yet: rule-based profile")
+    elif s.info.get("phase") == "fallback":
+        reasoning.append(
+            f"model unavailable for {body.task_type} ({s.info.get('reason')}): a random point"
+        )
     else:
         reasoning.append(f"Bayesian optimisation over {n} executions of {body.task_type}")
+    if s.info.get("truncated"):
+        reasoning.append("time limit reached: the best candidate found so far")
 
     def clip(v: float, rng: tuple[float, float]) -> float:
         return float(min(max(v, rng[0]), rng[1]))
@@ -144,10 +262,6 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
     max_tokens = min(int(params["max_tokens"]), c.max_tokens_limit)
     if body.user_preferences.max_tokens:
         max_tokens = min(max_tokens, body.user_preferences.max_tokens)
-    best = svc.learner.optimizers[body.task_type] if n else None
-    expected = None
-    if best is not None:
-        expected = best.best().outcomes.get("score")
     return {
         "id": body.id or str(uuid.uuid4()),
         "temperature": clip(params["temperature"], c.temperature_range),
@@ -159,7 +273,7 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
         "stop_sequences": [],
         "confidence": round(min(0.95, n / 100), 4),
         "reasoning": reasoning,
-        "expected_quality": expected,
+        "expected_quality": s.expected_score,
         "expected_latency_ms": None,
     }
 
@@ -169,12 +283,11 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
     body=FeedbackBatch,
     envelope=False,
     summary="Learn from executions (one or many)",
+    responses={409: "the task-type slots are full (max_task_types); see Retry-After"},
 )
 async def parameters_feedback(req: ApiRequest) -> dict[str, Any]:
-    svc = _service(req)
     records = [f.model_dump() for f in req.body.executions]
-    async with svc.lock:
-        counts = await asyncio.to_thread(svc.learner.observe, records)
+    counts = await _service(req).observe(records)
     return {"success": True, "accepted": sum(counts.values()), "byTaskType": counts}
 
 
@@ -182,7 +295,7 @@ async def parameters_feedback(req: ApiRequest) -> dict[str, Any]:
 async def parameters_analytics(req: ApiRequest) -> dict[str, Any]:
     svc = _service(req)
     tasks = {}
-    for task, opt in svc.learner.optimizers.items():
+    for task, opt in svc.learner.tasks().items():
         done = opt.completed
         tasks[task] = {
             "observations": len(done),
@@ -198,20 +311,47 @@ async def parameters_analytics(req: ApiRequest) -> dict[str, Any]:
 )
 async def parameters_health(req: ApiRequest) -> dict[str, Any]:
     svc = _service(req)
-    return {"status": "healthy", "service": "parameters", "taskTypes": len(svc.learner.optimizers)}
+    return {"status": "healthy", "service": "parameters", "taskTypes": len(svc.learner.tasks())}
+
+
+@router.delete(
+    "/parameters/{taskType}",
+    envelope=False,
+    admin=True,
+    summary="Forget a task type (what it learnt and its slot)",
+)
+async def forget_task_type(req: ApiRequest) -> dict[str, Any]:
+    task = req.path["taskType"]
+    await _service(req).forget_task_type(task)
+    return {"success": True, "deleted": task}
 
 
 # ----- /api/v1/optimize/{study} ---------------------------------------------------------------
-async def _study(req: ApiRequest) -> Any:
-    return await _service(req).study(req.path["study"])
+def _in_space(exc: InputError) -> InputError:
+    """The space's error with its field named from the request body (``space.<param>...``)."""
+    details = exc.details
+    if isinstance(details, dict) and "field" in details:
+        details = {**details, "field": f"space.{details['field']}"}
+    return InputError(exc.message, details=details)
 
 
-@router.post("/optimize/{study}", body=StudyCreate, summary="Create a study")
+@router.post(
+    "/optimize/{study}",
+    body=StudyCreate,
+    status=201,
+    summary="Create a study",
+    responses={409: "the study exists, or max_studies studies do"},
+)
 async def create_study(req: ApiRequest) -> Reply:
     from workbench.optimize import Optimizer, SearchSpace
 
     body: StudyCreate = req.body
-    space = SearchSpace.from_dict({"params": body.space})
+    try:
+        space = SearchSpace.from_dict(
+            {"params": {k: v.model_dump() for k, v in body.space.items()}}
+        )
+    except InputError as exc:
+        raise _in_space(exc) from None
 
     def make(name: str) -> Optimizer:
         return Optimizer(
@@ -232,35 +372,34 @@ async def create_study(req: ApiRequest) -> Reply:
     )
 
 
+@router.delete("/optimize/{study}", admin=True, summary="Delete a study")
+async def delete_study(req: ApiRequest) -> dict[str, Any]:
+    await _service(req).delete(req.path["study"])
+    return {"deleted": req.path["study"]}
+
+
 @router.post("/optimize/{study}/ask", body=AskBody, summary="Suggest configurations")
 async def ask(req: ApiRequest) -> dict[str, Any]:
-    opt = await _study(req)
-    svc = _service(req)
-    async with svc.lock:
-        trials = await asyncio.to_thread(opt.ask_batch, req.body.n)
-        await svc.save(opt)  # pending trials survive a restart too
-    return {"trials": [t.to_dict() for t in trials], "info": opt.last_info}
+    """Suggestions within ``[optimize] ask_time_limit_s``; ``info.truncated`` says whether the
+    bound cut the acquisition short (the trials are then the best found so far)."""
+    trials, info = await _service(req).ask(req.path["study"], req.body.n)
+    return {"trials": [t.to_dict() for t in trials], "info": info}
 
 
 @router.post("/optimize/{study}/tell", body=TellBody, summary="Report outcomes")
 async def tell(req: ApiRequest) -> dict[str, Any]:
-    opt = await _study(req)
-    svc = _service(req)
     body: TellBody = req.body
-    if (body.trial_id is None) == (body.params is None):
-        raise InputError("give exactly one of trialId and params", details={"field": "trialId"})
-    target = body.trial_id if body.trial_id is not None else body.params
-    async with svc.lock:
-        trial = opt.tell(target, body.outcomes, failed=body.failed)
-        await svc.save(opt)
+    target: Any = body.trial_id if body.trial_id is not None else body.params
+    trial = await _service(req).tell(req.path["study"], target, body.outcomes, failed=body.failed)
     return {"trial": trial.to_dict()}
 
 
 @router.get("/optimize/{study}/best", summary="Best trial so far")
 async def best(req: ApiRequest) -> dict[str, Any]:
-    return (await _study(req)).best().to_dict()
+    return (await _service(req).study(req.path["study"])).best().to_dict()
 
 
 @router.get("/optimize/{study}/pareto", summary="Pareto front")
 async def pareto(req: ApiRequest) -> dict[str, Any]:
-    return {"trials": [t.to_dict() for t in (await _study(req)).pareto_front()]}
+    opt = await _service(req).study(req.path["study"])
+    return {"trials": [t.to_dict() for t in opt.pareto_front()]}

@@ -29,10 +29,18 @@ chosen by value only, which crowded around the incumbent):
    category or integer while that raises the acquisition value (a few rounds).
 4. Candidates are ranked by acquisition value and the first one not already observed,
    failed or pending (after snapping to the space) is returned, so suggestions never repeat.
+
+With a ``deadline`` the pool is still scored in full (one batched call, so there is always a
+model-based answer), the stages that would start after the deadline are skipped, and an
+L-BFGS-B run still going then is stopped at its next acquisition call, keeping the best point
+it had evaluated: the result is the best candidate found so far. (BoTorch's own
+``timeout_sec`` would do the last part, but in BoTorch 0.18 it turns off the batched L-BFGS-B,
+which runs every start in one call and is the only path that takes per-start fixed features.)
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +169,33 @@ def _quiet_gen(*args: Any, **kwargs: Any) -> Any:
         return gen_candidates_scipy(*args, **kwargs)
 
 
+class _OutOfTime(Exception):
+    """Raised inside an optimiser's acquisition call once the deadline has passed."""
+
+
+class _Watched:
+    """An acquisition function that remembers the best point it evaluated and stops the
+    optimiser calling it once ``deadline`` (a ``time.perf_counter()`` value) has passed."""
+
+    def __init__(self, acqf: Callable[[Any], Any], deadline: float) -> None:
+        self.acqf = acqf
+        self.deadline = deadline
+        self.best_x: np.ndarray | None = None
+        self.best_v = -np.inf
+
+    def __call__(self, X: Any) -> Any:
+        if time.perf_counter() >= self.deadline:
+            raise _OutOfTime
+        values = self.acqf(X)
+        v = values.detach().reshape(-1).numpy()
+        if v.size and np.isfinite(v).any():
+            i = int(np.nanargmax(np.where(np.isfinite(v), v, -np.inf)))
+            if v[i] > self.best_v:
+                self.best_v = float(v[i])
+                self.best_x = X.detach().reshape(len(v), -1)[i].numpy().copy()
+        return values
+
+
 def maximize_acqf(
     acqf: Callable[[Any], Any],
     space: SearchSpace,
@@ -170,6 +205,7 @@ def maximize_acqf(
     *,
     optimise: bool = True,
     n_global: int | None = None,
+    deadline: float | None = None,
 ) -> tuple[np.ndarray | None, float]:
     """Best new point for ``acqf`` (a BoTorch acquisition function on ``b x 1 x d``).
 
@@ -180,6 +216,9 @@ def maximize_acqf(
         avoid: Points not to propose again (shape ``(k, dim)``).
         options: Budget.
         optimise: Run the gradient and local-search stages (False: best of the pool).
+        n_global: How many of the first rows of ``pool`` are its space-filling part.
+        deadline: ``time.perf_counter()`` value after which no stage starts and L-BFGS-B
+            stops (``None``: no bound).
 
     Returns:
         The chosen point (shape ``(dim,)``) or ``None`` when every candidate is taken, and
@@ -197,10 +236,17 @@ def maximize_acqf(
                     vals.append(acqf(torch.as_tensor(chunk).unsqueeze(1)).detach().numpy())
         return np.concatenate(vals)
 
+    def time_left() -> float | None:
+        return None if deadline is None else deadline - time.perf_counter()
+
+    def out_of_time() -> bool:
+        left = time_left()
+        return left is not None and left <= 0
+
     values = score(pool)
     cand = [pool]
     cand_vals = [values]
-    if optimise and len(pool):
+    if optimise and len(pool) and not out_of_time():
         # Most starts come from the space-filling part of the pool, one from the incumbents'
         # neighbourhood: starts taken only by value all crowd around the incumbent and the
         # search stalls in its basin (seen on Hartmann6).
@@ -227,14 +273,16 @@ def maximize_acqf(
             for cols, coefs, rhs in space.constraints_unit()
         ] or None
         if len(discrete) < space.dim:
+            watched = None if deadline is None else _Watched(acqf, deadline)
+            target = acqf if watched is None else watched
+            rows: list[Any] = []
             try:
                 if constraints and fixed:
                     # SLSQP runs one problem at a time and takes scalar fixed values only.
-                    rows = []
                     for b in range(len(starts)):
                         xb, _ = _quiet_gen(
                             init[b : b + 1],
-                            acqf,
+                            target,
                             lower_bounds=0.0,
                             upper_bounds=1.0,
                             inequality_constraints=constraints,
@@ -242,31 +290,37 @@ def maximize_acqf(
                             options={"maxiter": options.maxiter, "maxls": options.maxls},
                         )
                         rows.append(xb.detach().reshape(-1))
-                    xs = torch.stack(rows)
                 else:
                     xs, _ = _quiet_gen(
                         init,
-                        acqf,
+                        target,
                         lower_bounds=0.0,
                         upper_bounds=1.0,
                         inequality_constraints=constraints,
                         fixed_features=fixed,
                         options={"maxiter": options.maxiter, "maxls": options.maxls},
                     )
-                opt = space.snap(xs.detach().numpy().reshape(len(starts), -1))
-                opt = opt[space.feasible_unit(opt)]
-                cand.append(opt)
-                cand_vals.append(score(opt))
+                    rows.extend(xs.detach().reshape(len(starts), -1))
+            except _OutOfTime:  # keep what the finished starts and the running one reached
+                if watched is not None and watched.best_x is not None:
+                    rows.append(torch.as_tensor(watched.best_x))
             except (RuntimeError, ValueError) as exc:  # keep the pool's best
                 import logging
 
                 logging.getLogger(__name__).debug("acquisition L-BFGS failed: %r", exc)
+            if rows:
+                opt = space.snap(torch.stack(rows).numpy())
+                opt = opt[space.feasible_unit(opt)]
+                cand.append(opt)
+                cand_vals.append(score(opt))
         if discrete and options.local_rounds > 0:
             allx = np.concatenate(cand)
             allv = np.concatenate(cand_vals)
             best = allx[int(np.argmax(allv))]
             best_v = float(np.max(allv))
             for _ in range(options.local_rounds):
+                if out_of_time():
+                    break
                 nb = _neighbours(space, best)
                 if len(nb) == 0:
                     break

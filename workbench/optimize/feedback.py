@@ -12,12 +12,39 @@ makes a failed-fast call look as good as a slow perfect one; an additive score k
 trade-off explicit and tunable). Failed executions are told as failed trials. A task with no
 observation yet gets its rule-based profile (the cold start).
 
+Every record is checked before anything is told (a bad one refuses the whole batch, naming
+its index and field): ``latency_ms`` must be in [0, :data:`MAX_LATENCY_MS`] (1e7 ms, 2.8 h:
+no call the platform makes runs longer), ``quality`` in [0, 1] (or null: no quality means a
+failed execution) and ``cost`` in [0, :data:`MAX_COST`] (1e6 in the platform's currency
+unit). Within these ranges the score stays far inside the optimizer's
+:data:`~workbench.optimize.optimizer.MAX_ABS_OUTCOME`, so one record can never push a task's
+model out of float64's range (a ``latency_ms`` of 1e160 would otherwise make every later
+suggestion for its task fail, and keep doing so after a restart, since records persist).
+
 Given a study store (:class:`~workbench.optimize.storage.FileStudyStore` or
 :class:`~workbench.optimize.storage.RedisStudyStore`), the learner loads every stored
 ``parameters-<task_type>`` study when it is created and saves each task it touched after every
-:meth:`FeedbackLearner.observe`, so what it learnt survives a restart. Task types are names
-(letters, digits, ``_ . -``, at most 64) and there are at most ``max_task_types`` of them: each
-holds a model, and a client must not be able to grow the service without bound.
+:meth:`FeedbackLearner.observe`, so what it learnt survives a restart.
+
+Task-type slots: task types are names (letters, digits, ``_ . -``, at most 64) and there are
+at most ``max_task_types`` of them, since each holds a model and a client must not grow the
+service without bound. Only feedback takes a slot: suggesting for a task type without
+feedback answers its rule-based profile and holds nothing. So that junk task types (a fuzzer,
+a client bug) cannot hold the slots for good, a task type with fewer than ``expire_below``
+completed observations that has not been seen (given feedback or asked for a suggestion) for
+``expire_idle_s`` expires when a new task type needs its slot: the longest idle goes first,
+and it is deleted from the store too. A task type with ``expire_below`` observations or more
+is never expired (it is real); :meth:`FeedbackLearner.forget` deletes any task type at once
+(the admin route ``DELETE /api/v1/parameters/{taskType}``). When no slot can be freed the
+learner raises :class:`~workbench.errors.CapacityError` with ``retry_after_s`` set to when
+enough slots will have expired (``None`` when waiting cannot help). When a task type was last
+seen is kept in memory, and after a restart taken from its newest trial's timestamp. Why
+expiry rather than a quota per client: the platform calls with one shared token, so a quota
+could not tell junk from real task types; the number of observations and recent use can.
+
+Concurrency: the learner's registry of task types (creation, expiry, deletion) is guarded by
+a lock, so calls for different task types may run in parallel threads; calls for the same
+task type must be serialised by the caller (the service holds one lock per task type).
 
 :func:`convergence_report` summarises a single-objective study: the expected improvement
 left (the maximum of analytic EI over a candidate pool), the posterior of the best observed
@@ -26,20 +53,29 @@ point, and a stopping recommendation.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from workbench.errors import CapacityError, InputError, NotFoundError
-from workbench.optimize.optimizer import Optimizer
+from workbench.optimize.optimizer import MAX_ABS_OUTCOME, Optimizer
 from workbench.optimize.profiles import llm_space, profile_params
 from workbench.optimize.space import Int, Real
 
-__all__ = ["ConvergenceReport", "FeedbackLearner", "convergence_report"]
+__all__ = [
+    "MAX_COST",
+    "MAX_LATENCY_MS",
+    "ConvergenceReport",
+    "FeedbackLearner",
+    "convergence_report",
+]
 
 _ALIASES = {
     "maxTokens": "max_tokens",
@@ -49,8 +85,13 @@ _ALIASES = {
 }
 _REQUIRED = ("task_type", "parameters", "latency_ms", "success", "quality", "cost")
 STUDY_PREFIX = "parameters-"
+#: Largest ``latency_ms`` of an execution record (1e7 ms, about 2.8 hours).
+MAX_LATENCY_MS = 1e7
+#: Largest ``cost`` of an execution record.
+MAX_COST = 1e6
 TASK_TYPE_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 _TASK_TYPE = re.compile(TASK_TYPE_PATTERN)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,14 +176,21 @@ class FeedbackLearner:
 
     Args:
         seed: Seed of every per-task optimizer.
-        latency_weight: Score lost per second of latency.
-        cost_weight: Score lost per unit of cost.
+        latency_weight: Score lost per second of latency (>= 0).
+        cost_weight: Score lost per unit of cost (>= 0).
         strategy: Strategy of the per-task optimizers; ``"default"`` is qLogNEI after 5 Sobol
             points (the rule-based profile is the first observation, so a short space-filling
             warm-up suffices).
         store: Where the per-task studies persist (``None``: in memory only). Stored studies
             are loaded now; a study that cannot be read raises, rather than being dropped.
         max_task_types: Most task types held at once.
+        expire_idle_s: Idle seconds after which a task type with few observations may be
+            expired to make room (see the module docstring).
+        expire_below: Task types with fewer completed observations than this may expire;
+            0 turns expiry off.
+        ask_time_limit_s: Wall-time bound of one suggestion (``None``: none); see
+            :meth:`Optimizer.ask_batch <workbench.optimize.optimizer.Optimizer.ask_batch>`.
+        clock: Wall clock in Unix seconds (injected by tests).
     """
 
     def __init__(
@@ -154,18 +202,38 @@ class FeedbackLearner:
         strategy: str = "default",
         store: Any = None,
         max_task_types: int = 256,
+        expire_idle_s: float = 86400.0,
+        expire_below: int = 10,
+        ask_time_limit_s: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.seed = seed
         self.latency_weight = float(latency_weight)
         self.cost_weight = float(cost_weight)
+        worst = self.latency_weight * MAX_LATENCY_MS / 1000.0 + self.cost_weight * MAX_COST
+        if not (self.latency_weight >= 0 and self.cost_weight >= 0 and worst < MAX_ABS_OUTCOME):
+            raise InputError(
+                f"latency_weight={latency_weight} and cost_weight={cost_weight} must be >= 0 "
+                f"and keep the worst score within {MAX_ABS_OUTCOME:g}"
+            )
         self.strategy = strategy
         self.store = store
         self.max_task_types = int(max_task_types)
+        self.expire_idle_s = float(expire_idle_s)
+        self.expire_below = int(expire_below)
+        self.ask_time_limit_s = ask_time_limit_s
+        self.clock = clock
         self.optimizers: dict[str, Optimizer] = {}
+        self._last_seen: dict[str, float] = {}
+        self._registry = threading.RLock()
         if store is not None:
             for name in store.names():
                 if name.startswith(STUDY_PREFIX):
-                    self.optimizers[name[len(STUDY_PREFIX) :]] = store.load(name)
+                    opt = store.load(name)
+                    task = name[len(STUDY_PREFIX) :]
+                    self.optimizers[task] = opt
+                    stamps = [t.created_s for t in opt.trials]
+                    self._last_seen[task] = max(stamps) if stamps else clock()
 
     @staticmethod
     def check_task_type(task_type: str) -> str:
@@ -176,35 +244,109 @@ class FeedbackLearner:
             )
         return task_type
 
-    def optimizer(self, task_type: str) -> Optimizer:
-        """The task's optimizer (created on first use).
+    # ----- task-type slots -------------------------------------------------------------------
+    def tasks(self) -> dict[str, Optimizer]:
+        """A snapshot of the task types held (task type -> its optimizer)."""
+        with self._registry:
+            return dict(self.optimizers)
 
-        Raises:
-            InputError: ``task_type`` is not a valid name.
-            CapacityError: ``max_task_types`` task types are held already.
-        """
-        if task_type not in self.optimizers:
-            self.check_task_type(task_type)
-            if len(self.optimizers) >= self.max_task_types:
+    def get(self, task_type: str) -> Optimizer | None:
+        """The task's optimizer if it has one (it counts as seen), else ``None``."""
+        with self._registry:
+            opt = self.optimizers.get(task_type)
+            if opt is not None:
+                self._last_seen[task_type] = self.clock()
+            return opt
+
+    def _expirable(self, now: float, exclude: set[str]) -> list[tuple[float, str]]:
+        """``(expiry time, task)`` of every task type that may expire, soonest first."""
+        if self.expire_below <= 0:
+            return []
+        out = []
+        for task, opt in self.optimizers.items():
+            if task not in exclude and len(opt.completed) < self.expire_below:
+                out.append((self._last_seen.get(task, now) + self.expire_idle_s, task))
+        return sorted(out)
+
+    def _admit(self, tasks: set[str]) -> None:
+        """Make room for those of ``tasks`` not held yet, expiring idle task types other than
+        ``tasks``, or raise; all or none."""
+        new = {t for t in tasks if t not in self.optimizers}
+        if not new:
+            return
+        now = self.clock()
+        needed = len(self.optimizers) + len(new) - self.max_task_types
+        if needed > 0:
+            candidates = self._expirable(now, tasks)
+            due = [task for at, task in candidates if at <= now]
+            if len(due) < needed:
+                retry = None
+                if len(candidates) >= needed:
+                    retry = max(0.0, candidates[needed - 1][0] - now)
                 raise CapacityError(
-                    f"the learner already holds {len(self.optimizers)} task types "
-                    f"(max_task_types={self.max_task_types}); reuse an existing task type",
+                    f"the learner holds {len(self.optimizers)} task types "
+                    f"(max_task_types={self.max_task_types}) and cannot take {len(new)} more: "
+                    f"task types with fewer than {self.expire_below} observations expire after "
+                    f"{self.expire_idle_s:g} s idle; reuse an existing task type, retry later, "
+                    "or delete one (DELETE /api/v1/parameters/{taskType})",
                     details={"field": "task_type"},
+                    retry_after_s=retry,
                 )
-            strategy: Any = self.strategy
+            for task in due[:needed]:
+                log.info("task type %r expired to make room (idle, few observations)", task)
+                self._drop(task)
+        strategy: Any = self.strategy
+        for task in sorted(new):
             if strategy == "default":
                 from workbench.optimize.strategies import QLogNEI
 
                 strategy = QLogNEI(n_init=5)
-            self.optimizers[task_type] = Optimizer(
-                llm_space(task_type),
+            self.optimizers[task] = Optimizer(
+                llm_space(task),
                 {"score": "maximize"},
                 strategy=strategy,
                 seed=self.seed,
-                name=f"{STUDY_PREFIX}{task_type}",
+                name=f"{STUDY_PREFIX}{task}",
             )
-        return self.optimizers[task_type]
+            self._last_seen[task] = now
 
+    def _drop(self, task_type: str) -> None:
+        self.optimizers.pop(task_type, None)
+        self._last_seen.pop(task_type, None)
+        if self.store is not None:
+            self.store.delete(f"{STUDY_PREFIX}{task_type}")
+
+    def forget(self, task_type: str) -> None:
+        """Delete a task type: its optimizer, what it learnt and its stored study.
+
+        Raises:
+            InputError: ``task_type`` is not a valid name.
+            NotFoundError: no such task type.
+        """
+        self.check_task_type(task_type)
+        with self._registry:
+            if task_type not in self.optimizers:
+                raise NotFoundError(
+                    f"task type {task_type!r} has no feedback to delete",
+                    details={"task_type": task_type},
+                )
+            self._drop(task_type)
+
+    def optimizer(self, task_type: str) -> Optimizer:
+        """The task's optimizer (created on first use, which takes a slot).
+
+        Raises:
+            InputError: ``task_type`` is not a valid name.
+            CapacityError: ``max_task_types`` task types are held and none can expire.
+        """
+        self.check_task_type(task_type)
+        with self._registry:
+            if task_type not in self.optimizers:
+                self._admit({task_type})
+            self._last_seen[task_type] = self.clock()
+            return self.optimizers[task_type]
+
+    # ----- learning ----------------------------------------------------------------------------
     def score(self, quality: float, latency_ms: float, cost: float) -> float:
         return quality - self.latency_weight * latency_ms / 1000.0 - self.cost_weight * cost
 
@@ -219,7 +361,7 @@ class FeedbackLearner:
             if isinstance(p, (Real, Int)):
                 try:
                     value = float(v)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     value = math.nan
                 if not math.isfinite(value):
                     raise InputError(
@@ -245,7 +387,8 @@ class FeedbackLearner:
         Raises:
             InputError: a record lacks a column or holds a bad value (its index and field are
                 named); nothing of the batch is told then.
-            CapacityError: the batch would exceed ``max_task_types``.
+            CapacityError: the batch's new task types do not fit in ``max_task_types``, even
+                after expiring idle ones (``retry_after_s`` says when they would).
         """
         rows: Iterable[Mapping[str, Any]]
         if hasattr(records, "to_dict") and hasattr(records, "columns"):
@@ -270,37 +413,27 @@ class FeedbackLearner:
                     f"record {i}: parameters must be a mapping, not {raw!r}",
                     details={"field": "parameters"},
                 )
+            latency = _in_range(i, "latency_ms", row["latency_ms"], MAX_LATENCY_MS)
+            cost = _in_range(i, "cost", row["cost"], MAX_COST)
             quality = row["quality"]
-            ok = (
-                bool(row["success"])
-                and quality is not None
-                and not (isinstance(quality, float) and math.isnan(quality))
-            )
+            if quality is not None and not (isinstance(quality, float) and math.isnan(quality)):
+                quality = _in_range(i, "quality", quality, 1.0)
+            else:
+                quality = None
             value = None
-            if ok:
-                try:
-                    value = self.score(float(quality), float(row["latency_ms"]), float(row["cost"]))
-                except (TypeError, ValueError) as exc:
-                    raise InputError(
-                        f"record {i}: quality, latency_ms and cost must be numbers",
-                        details={"field": "quality"},
-                    ) from exc
-                if not math.isfinite(value):
-                    raise InputError(
-                        f"record {i}: quality, latency_ms and cost must be finite",
-                        details={"field": "quality"},
-                    )
+            if bool(row["success"]) and quality is not None:
+                value = self.score(quality, latency, cost)
             prepared.append((task, self._params(task, dict(raw)), value))
-        new_tasks = {task for task, _, _ in prepared if task not in self.optimizers}
-        if len(self.optimizers) + len(new_tasks) > self.max_task_types:
-            raise CapacityError(
-                f"the batch adds {len(new_tasks)} task types to the {len(self.optimizers)} held "
-                f"(max_task_types={self.max_task_types})",
-                details={"field": "task_type"},
-            )
+        with self._registry:
+            self._admit({task for task, _, _ in prepared})
+            now = self.clock()
+            opts = {}
+            for task, _, _ in prepared:
+                opts[task] = self.optimizers[task]
+                self._last_seen[task] = now
         counts: dict[str, int] = {}
         for task, params, value in prepared:
-            opt = self.optimizer(task)
+            opt = opts[task]
             if value is not None:
                 opt.tell(params, {"score": value})
             else:
@@ -308,16 +441,18 @@ class FeedbackLearner:
             counts[task] = counts.get(task, 0) + 1
         if self.store is not None:
             for task in counts:
-                self.store.save(self.optimizers[task])
+                self.store.save(opts[task])
         return counts
 
     def suggest(self, task_type: str) -> dict[str, Any]:
         """Parameters to use next for a task: its profile until it has an observation, then
-        the optimizer's suggestion (not kept as pending: the outcome comes back as a record)."""
-        opt = self.optimizer(task_type)
-        if not opt.completed:
+        the optimizer's suggestion (not kept as pending: the outcome comes back as a record).
+        A task type without feedback gets its profile and takes no slot."""
+        self.check_task_type(task_type)
+        opt = self.get(task_type)
+        if opt is None or not opt.completed:
             return profile_params(task_type)
-        trial = opt.ask()
+        trial = opt.ask(time_limit_s=self.ask_time_limit_s)
         opt.abandon(trial)
         return dict(trial.params)
 
@@ -332,3 +467,18 @@ class FeedbackLearner:
     def report(self, task_type: str) -> ConvergenceReport:
         """The task's convergence report."""
         return convergence_report(self.optimizer(task_type))
+
+
+def _in_range(index: int, field: str, raw: Any, high: float) -> float:
+    """``raw`` as a float in ``[0, high]``, or an InputError naming the record and field."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(
+            f"record {index}: {field}={raw!r} must be a number", details={"field": field}
+        ) from None
+    if isinstance(raw, bool) or not 0.0 <= value <= high:
+        raise InputError(
+            f"record {index}: {field}={raw!r} must be in [0, {high:g}]", details={"field": field}
+        )
+    return value

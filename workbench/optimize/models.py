@@ -30,6 +30,16 @@ iterations (~0.03 s). Every ``refit_every`` observations, or when the marginal l
 per point falls by more than ``mll_drop`` nats since the last full fit (the data disagree
 with the old hyperparameters), the fit restarts from the prior's mode as well and keeps the
 better of the two optima.
+
+Outcome range: ``Standardize`` squares deviations from the mean and the posterior's
+covariance is scaled by the squared standard deviation, so outcomes near 1e154 overflow
+float64 and make every later fit fail. :data:`MAX_ABS_OUTCOME` (1e12) is the range the
+optimizer accepts (see :mod:`workbench.optimize.optimizer`); inside it a fit stays finite
+even with the two extremes in one study, and the strategies refuse to model anything else.
+
+Time bound: ``fit_gp(..., timeout_s=...)`` passes the time to BoTorch's ``timeout_sec``; a
+fit cut short keeps the hyperparameters it reached, says so in :attr:`FitInfo.truncated`,
+and does not count as a full fit (the next one tries again).
 """
 
 from __future__ import annotations
@@ -48,9 +58,12 @@ from workbench.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from botorch.models import SingleTaskGP
 
-__all__ = ["FitConfig", "FitInfo", "ModelState", "configure_torch", "fit_gp"]
+__all__ = ["MAX_ABS_OUTCOME", "FitConfig", "FitInfo", "ModelState", "configure_torch", "fit_gp"]
 
 log = logging.getLogger(__name__)
+
+#: Largest absolute outcome value the optimizer accepts and models (see the module docstring).
+MAX_ABS_OUTCOME = 1e12
 _configured_threads: int | None = None
 
 
@@ -151,14 +164,16 @@ class FitInfo:
     """How one fit went.
 
     Attributes:
-        full: Whether a full (prior-mode) fit ran.
+        full: Whether a full (prior-mode) fit ran to the end.
         mll: Marginal log-likelihood per point of the kept hyperparameters.
         seconds: Wall time of the fit.
+        truncated: Whether the time bound stopped the fit early.
     """
 
     full: bool
     mll: float
     seconds: float
+    truncated: bool = False
 
 
 def _mll_value(mll: Any, model: Any) -> float:
@@ -207,23 +222,30 @@ def _build(x: Any, y: Any, kernel: str = "matern-gamma") -> tuple[SingleTaskGP, 
     return model, ExactMarginalLogLikelihood(model.likelihood, model)
 
 
-def _optimise(mll: Any, maxiter: int) -> None:
+def _optimise(mll: Any, maxiter: int, deadline: float | None = None) -> bool:
     """L-BFGS on the hyperparameters; values that end non-finite are put back as they were
-    (an ill-conditioned kernel matrix can send a line search to NaN)."""
+    (an ill-conditioned kernel matrix can send a line search to NaN). Returns whether
+    ``deadline`` (a ``time.perf_counter()`` value) cut it short."""
+    import time
+
     from botorch.optim.fit import fit_gpytorch_mll_scipy
 
+    timeout = None if deadline is None else deadline - time.perf_counter()
+    if timeout is not None and timeout <= 0:
+        return True
     before = _snapshot(mll.model)
     mll.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            fit_gpytorch_mll_scipy(mll, options={"maxiter": maxiter})
+            fit_gpytorch_mll_scipy(mll, options={"maxiter": maxiter}, timeout_sec=timeout)
         except Exception as exc:  # a failed line search keeps the current values
             log.debug("GP hyperparameter fit stopped early: %r", exc)
     mll.eval()
     after = _snapshot(mll.model)
     if not all(np.all(np.isfinite(np.asarray(v, dtype=float))) for v in after.values()):
         _load(mll.model, before)
+    return deadline is not None and time.perf_counter() >= deadline
 
 
 def _snapshot(model: Any) -> dict[str, Any]:
@@ -249,14 +271,18 @@ def fit_gp(
     y: np.ndarray,
     state: ModelState | None = None,
     config: FitConfig | None = None,
+    *,
+    timeout_s: float | None = None,
 ) -> tuple[SingleTaskGP, ModelState, FitInfo]:
     """Fit a GP to ``x`` (shape ``(n, d)``, unit cube) and ``y`` (shape ``(n, m)``).
 
     Args:
         x: Encoded inputs.
-        y: Outcomes to model (any scale: standardised inside).
+        y: Outcomes to model (standardised inside; at most :data:`MAX_ABS_OUTCOME` in
+            absolute value for a finite fit).
         state: The previous fit's state, used as a warm start when its shapes match.
         config: Fit settings.
+        timeout_s: Wall-time bound of the hyperparameter optimisation (``None``: none).
 
     Returns:
         The fitted model (eval mode), the state to pass next time, and fit details.
@@ -268,6 +294,8 @@ def fit_gp(
     if config.kernel == "auto":  # a caller that knows the space resolves it; else continuous
         config = replace(config, kernel="matern-gamma")
     start = time.perf_counter()
+    deadline = None if timeout_s is None else start + max(0.0, float(timeout_s))
+    truncated = False
     tx = torch.as_tensor(np.asarray(x, dtype=np.float64))
     ty = torch.as_tensor(np.asarray(y, dtype=np.float64))
     if ty.ndim == 1:
@@ -281,7 +309,7 @@ def fit_gp(
         assert state is not None
         warm_model, mll = _build(tx, ty, config.kernel)
         if _load(warm_model, state.hyperparameters):
-            _optimise(mll, config.warm_maxiter)
+            truncated = _optimise(mll, config.warm_maxiter, deadline)
             warm_mll = _mll_value(mll, warm_model)
         else:
             warm_model = None
@@ -292,11 +320,13 @@ def fit_gp(
         or warm_mll < state.mll_at_full_fit - config.mll_drop
     )
     model, mll_kept, full = warm_model, warm_mll, False
-    if need_full:
+    if need_full and (truncated or (deadline is not None and time.perf_counter() >= deadline)):
+        truncated = True  # no time for the full fit: keep the warm start, retry next time
+    elif need_full:
         cold, mll = _build(tx, ty, config.kernel)
-        _optimise(mll, config.full_maxiter)
+        truncated = _optimise(mll, config.full_maxiter, deadline)
         cold_mll = _mll_value(mll, cold)
-        full = True
+        full = not truncated
         if warm_model is None or cold_mll >= warm_mll or not math.isfinite(warm_mll):
             model, mll_kept = cold, cold_mll
     if model is None or not math.isfinite(mll_kept):
@@ -305,17 +335,24 @@ def fit_gp(
         model, mll = _build(tx, ty, config.kernel)
         with torch.no_grad():
             model.likelihood.noise = torch.full_like(model.likelihood.noise, 1e-2)
-        mll_kept, full = _mll_value(mll, model), True
-        log.warning("GP fit failed at n=%d; using prior-mode hyperparameters", n)
+        mll_kept, full = _mll_value(mll, model), not truncated
+        if not truncated:
+            log.warning("GP fit failed at n=%d; using prior-mode hyperparameters", n)
+    if full:
+        n_full, mll_full = n, mll_kept
+    elif state is not None:
+        n_full, mll_full = state.n_at_full_fit, state.mll_at_full_fit
+    else:  # a first fit cut short by the time bound: no full fit yet
+        n_full, mll_full = 0, -math.inf
     new_state = ModelState(
         hyperparameters=_snapshot(model),
         dim=d,
         outputs=m,
-        n_at_full_fit=n if full else (state.n_at_full_fit if state else n),
-        mll_at_full_fit=mll_kept if full else (state.mll_at_full_fit if state else mll_kept),
+        n_at_full_fit=n_full,
+        mll_at_full_fit=mll_full,
     )
     model.eval()
-    return model, new_state, FitInfo(full, mll_kept, time.perf_counter() - start)
+    return model, new_state, FitInfo(full, mll_kept, time.perf_counter() - start, truncated)
 
 
 def lean_posterior_model(model: Any) -> Any:

@@ -13,6 +13,21 @@ Failed trials (``tell(trial, failed=True)``) are never suggested again; with
 ``on_failure="impute"`` (the default) they also enter the model with the worst value seen so
 far, which steers the search away from regions that fail (a timeout at a huge token budget,
 say) instead of retrying next to them.
+
+Outcome values must be finite and at most :data:`MAX_ABS_OUTCOME` (1e12) in absolute value;
+``tell`` refuses others with :class:`~workbench.errors.InputError` naming the outcome. Why
+1e12: it is wider than any metric a study reports in sensible units (1e12 ms is 31 years,
+1e12 tokens or dollars is beyond any budget), so a value past it is a unit or overflow bug
+that a model cannot learn from; and it keeps the GP's standardisation (which squares
+deviations: values near 1e154 overflow float64) and the posterior's variance (scaled by the
+squared standard deviation) many orders of magnitude inside float64. A study saved by an
+older version that holds such values still loads: those trials become ``failed`` (their
+outcomes kept for the record), so they are never suggested again and never reported as best.
+
+``ask_batch(n, time_limit_s=...)`` bounds the wall time of a suggestion: the strategy
+returns the best candidates found when the time is up and marks ``last_info["truncated"]``
+(a truncated suggestion depends on timing, so it may differ between two runs of the same
+study).
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ import numpy as np
 
 from workbench.errors import ConflictError, InputError, NotFoundError
 from workbench.metrics import counter, histogram
-from workbench.optimize.models import ModelState
+from workbench.optimize.models import MAX_ABS_OUTCOME, ModelState
 from workbench.optimize.pareto import hypervolume, pareto_mask
 from workbench.optimize.space import LinearConstraint, Param, SearchSpace
 from workbench.optimize.strategies import (
@@ -38,7 +53,7 @@ from workbench.optimize.strategies import (
     get_strategy,
 )
 
-__all__ = ["Best", "Optimizer", "Trial"]
+__all__ = ["MAX_ABS_OUTCOME", "Best", "Optimizer", "Trial"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +63,8 @@ _SUGGEST_SECONDS = histogram(
     ["strategy"],
 )
 _TRIALS = counter("workbench_optimize_trials_total", "Trials told, by status", ["status"])
+
+_MAX_SEED = 2**63 - 1
 
 _DIRECTIONS = {"minimize": "minimize", "min": "minimize", "maximize": "maximize", "max": "maximize"}
 
@@ -123,31 +140,87 @@ class Best:
         }
 
 
+def _bounded(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number within :data:`MAX_ABS_OUTCOME`."""
+    if isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) and abs(x) <= MAX_ABS_OUTCOME else None
+
+
 def _parse_outcome_constraints(
     raw: Mapping[str, Any] | Sequence[str] | None,
 ) -> list[tuple[str, str, float]]:
     out: list[tuple[str, str, float]] = []
     if not raw:
         return out
-    items: list[tuple[str, Any]]
+    items: list[tuple[Any, Any]]
     if isinstance(raw, Mapping):
         items = list(raw.items())
+    elif isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
+        raise InputError(
+            f"outcome constraints must be a mapping or a list of 'name <= bound', got {raw!r}",
+            details={"field": "outcome_constraints"},
+        )
     else:
         items = []
         for text in raw:
             for op in ("<=", ">="):
-                if op in text:
+                if isinstance(text, str) and op in text:
                     name, _, bound = text.partition(op)
-                    items.append((name.strip(), (op, float(bound))))
+                    items.append((name.strip(), (op, bound.strip())))
                     break
             else:
-                raise InputError(f"outcome constraint {text!r} must look like 'name <= bound'")
+                raise InputError(
+                    f"outcome constraint {text!r} must look like 'name <= bound'",
+                    details={"field": "outcome_constraints"},
+                )
     for name, spec in items:
+        field = f"outcome_constraints.{name}"
+        if not isinstance(name, str) or not name:
+            raise InputError(
+                f"outcome constraint names must be non-empty strings, got {name!r}",
+                details={"field": "outcome_constraints"},
+            )
         if not isinstance(spec, (tuple, list)) or len(spec) != 2 or spec[0] not in ("<=", ">="):
             raise InputError(
-                f"outcome constraint for {name!r} must be ('<=' | '>=', bound), got {spec!r}"
+                f"outcome constraint for {name!r} must be ('<=' | '>=', bound), got {spec!r}",
+                details={"field": field},
             )
-        out.append((str(name), str(spec[0]), float(spec[1])))
+        limit = _bounded(spec[1])
+        if limit is None:
+            raise InputError(
+                f"outcome constraint for {name!r}: bound {spec[1]!r} must be a finite number "
+                f"within +-{MAX_ABS_OUTCOME:g}",
+                details={"field": field},
+            )
+        out.append((name, str(spec[0]), limit))
+    return out
+
+
+def _parse_ref_point(
+    raw: Mapping[str, Any] | None, objectives: Mapping[str, str]
+) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) != set(objectives):
+        names = sorted(raw) if isinstance(raw, Mapping) else raw
+        raise InputError(
+            f"ref_point must give a value for each objective {sorted(objectives)}, got {names}",
+            details={"field": "ref_point"},
+        )
+    out = {}
+    for k, v in raw.items():
+        value = _bounded(v)
+        if value is None:
+            raise InputError(
+                f"ref_point[{k!r}]={v!r} must be a finite number within +-{MAX_ABS_OUTCOME:g}",
+                details={"field": f"ref_point.{k}"},
+            )
+        out[str(k)] = value
     return out
 
 
@@ -200,10 +273,14 @@ class Optimizer:
         self.weights = None if weights is None else {k: float(v) for k, v in weights.items()}
         if self.weights is not None and set(self.weights) != set(self.objectives):
             raise InputError(f"weights must name every objective: {sorted(self.objectives)}")
-        self.ref_point = None if ref_point is None else {k: float(v) for k, v in ref_point.items()}
+        self.ref_point = _parse_ref_point(ref_point, self.objectives)
         if on_failure not in ("impute", "ignore"):
             raise InputError(f"on_failure={on_failure!r} must be 'impute' or 'ignore'")
         self.on_failure = on_failure
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise InputError(f"seed={seed!r} must be an integer", details={"field": "seed"})
+        if not 0 <= seed <= _MAX_SEED:
+            raise InputError(f"seed={seed} must be in [0, 2**63 - 1]", details={"field": "seed"})
         self.seed = int(seed)
         self.name = name
         if isinstance(strategy, str):
@@ -252,7 +329,7 @@ class Optimizer:
         return tuple(out)
 
     # ----- ask ---------------------------------------------------------------------------------
-    def _strategy_input(self) -> StrategyInput:
+    def _strategy_input(self, deadline: float | None = None) -> StrategyInput:
         done = [t for t in self.trials if t.status == "completed"]
         failed = [t for t in self.trials if t.status == "failed"]
         pending = [t for t in self.trials if t.status == "pending"]
@@ -288,19 +365,35 @@ class Optimizer:
             seed=seed,
             index=self.n_asked,
             model_state=self.model_state,
+            deadline=deadline,
         )
 
-    def ask(self) -> Trial:
-        """Suggest one configuration (registered as a pending trial)."""
-        return self.ask_batch(1)[0]
+    def ask(self, *, time_limit_s: float | None = None) -> Trial:
+        """Suggest one configuration (registered as a pending trial); see :meth:`ask_batch`."""
+        return self.ask_batch(1, time_limit_s=time_limit_s)[0]
 
-    def ask_batch(self, n: int) -> list[Trial]:
+    def ask_batch(self, n: int, *, time_limit_s: float | None = None) -> list[Trial]:
         """Suggest ``n`` configurations at once (for parallel evaluation); each later one
-        accounts for the earlier ones as pending."""
+        accounts for the earlier ones as pending.
+
+        Args:
+            n: Number of configurations.
+            time_limit_s: Wall-time bound of the suggestion (seconds, ``None``: unbounded).
+                When it is reached the strategy returns the best candidates found so far
+                and ``last_info["truncated"]`` is ``True``; it is never an error.
+        """
         if n < 1:
-            raise InputError(f"ask_batch needs n >= 1, got {n}")
+            raise InputError(f"ask_batch needs n >= 1, got {n}", details={"field": "n"})
+        if time_limit_s is not None and not (
+            isinstance(time_limit_s, (int, float)) and 0 < time_limit_s < math.inf
+        ):
+            raise InputError(
+                f"time_limit_s={time_limit_s!r} must be a positive number of seconds or None",
+                details={"field": "time_limit_s"},
+            )
         start = time.perf_counter()
-        inp = self._strategy_input()
+        deadline = None if time_limit_s is None else start + float(time_limit_s)
+        inp = self._strategy_input(deadline)
         suggestion = self.strategy.suggest(inp, n)
         if suggestion.model_state is not None:
             self.model_state = suggestion.model_state
@@ -313,7 +406,7 @@ class Optimizer:
             self.trials.append(trial)
             out.append(trial)
         elapsed = time.perf_counter() - start
-        self.last_info = {**suggestion.info, "total_s": elapsed}
+        self.last_info = {"truncated": False, **suggestion.info, "total_s": elapsed}
         _SUGGEST_SECONDS.labels(self.strategy_name).observe(elapsed)
         return out
 
@@ -325,7 +418,7 @@ class Optimizer:
         for k, v in outcomes.items():
             try:
                 out[str(k)] = float(v)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InputError(
                     f"outcome {k!r}={v!r} is not a number", details={"field": k}
                 ) from None
@@ -335,11 +428,18 @@ class Optimizer:
                 f"outcome(s) {missing} missing; this study needs {self.outcome_names}",
                 details={"field": missing[0]},
             )
-        bad = [n for n in self.outcome_names if not math.isfinite(out[n])]
+        bad = [n for n, v in out.items() if not math.isfinite(v)]
         if bad:
             raise InputError(
                 f"outcome(s) {bad} are not finite; tell failed=True instead",
                 details={"field": bad[0]},
+            )
+        huge = [n for n, v in out.items() if abs(v) > MAX_ABS_OUTCOME]
+        if huge:
+            raise InputError(
+                f"outcome {huge[0]!r}={out[huge[0]]!r} is outside +-{MAX_ABS_OUTCOME:g}; "
+                "report it in other units, or tell failed=True",
+                details={"field": huge[0]},
             )
         return out
 
@@ -370,7 +470,15 @@ class Optimizer:
             self.trials.append(new)
             _TRIALS.labels(status).inc()
             return new
-        tid = trial if isinstance(trial, int) else trial.id
+        if isinstance(trial, Trial):
+            tid = trial.id
+        elif isinstance(trial, (int, np.integer)) and not isinstance(trial, bool):
+            tid = int(trial)
+        else:
+            raise InputError(
+                f"tell needs a trial, a trial id or a params mapping, got {trial!r}",
+                details={"field": "trial_id"},
+            )
         if not 0 <= tid < len(self.trials):
             raise NotFoundError(
                 f"trial {tid} does not exist in study {self.name!r}", details={"trial_id": tid}
@@ -508,7 +616,7 @@ class Optimizer:
                 on_failure=data.get("on_failure", "impute"),
                 name=data.get("name", "study"),
             )
-            opt.trials = [Trial.from_dict(t) for t in data.get("trials", [])]
+            opt.trials = [opt._usable(Trial.from_dict(t)) for t in data.get("trials", [])]
             opt.n_asked = int(data.get("n_asked", len(opt.trials)))
             opt.model_state = ModelState.from_dict(data.get("model_state"))
         except (KeyError, TypeError, ValueError) as exc:
@@ -516,6 +624,23 @@ class Optimizer:
                 raise
             raise InputError(f"malformed study data: {exc!r}") from None
         return opt
+
+    def _usable(self, trial: Trial) -> Trial:
+        """``trial``, or the same trial marked failed when an older version accepted outcome
+        values that :meth:`tell` now refuses (non-finite, or beyond MAX_ABS_OUTCOME)."""
+        if trial.status != "completed" or trial.outcomes is None:
+            return trial
+        bad = [k for k, v in trial.outcomes.items() if _bounded(v) is None]
+        if not bad:
+            return trial
+        log.warning(
+            "study %r: trial %d has outcome(s) %s outside +-%g; it is kept as failed",
+            self.name,
+            trial.id,
+            bad,
+            MAX_ABS_OUTCOME,
+        )
+        return replace(trial, status="failed")
 
     def save(self, path: Any) -> None:
         """Write the study to a JSON file (atomic replace)."""

@@ -70,9 +70,10 @@ class Real:
     active_if: Any = None
 
     def __post_init__(self) -> None:
-        _check_bounds(self, float(self.low), float(self.high))
-        object.__setattr__(self, "low", float(self.low))
-        object.__setattr__(self, "high", float(self.high))
+        low, high = _float_bounds(self)
+        _check_bounds(self, low, high)
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
         object.__setattr__(self, "active_if", _active_if(self.active_if))
 
     @property
@@ -132,9 +133,10 @@ class Int:
     active_if: Any = None
 
     def __post_init__(self) -> None:
-        if int(self.low) != self.low or int(self.high) != self.high:
+        low, high = _float_bounds(self)
+        _check_bounds(self, low, high)
+        if int(low) != low or int(high) != high:
             raise InputError(f"Int bounds must be integers, got [{self.low}, {self.high}]")
-        _check_bounds(self, float(self.low), float(self.high))
         object.__setattr__(self, "low", int(self.low))
         object.__setattr__(self, "high", int(self.high))
         object.__setattr__(self, "active_if", _active_if(self.active_if))
@@ -277,19 +279,112 @@ class Fixed:
 Param = Real | Int | Categorical | Fixed
 
 
-def param_from_dict(data: Mapping[str, Any]) -> Param:
-    """Rebuild a parameter from :meth:`to_dict` output (used by storage and the HTTP API)."""
+#: The keys each parameter type accepts in :func:`param_from_dict`.
+_KEYS = {
+    "real": ("type", "low", "high", "log", "active_if"),
+    "int": ("type", "low", "high", "log", "active_if"),
+    "categorical": ("type", "choices", "active_if"),
+    "fixed": ("type", "value", "active_if"),
+}
+_SCALARS = (str, int, float, bool)
+
+
+def _bad(name: str, key: str, message: str) -> InputError:
+    field = f"{name}.{key}" if key else name
+    return InputError(f"parameter {name!r}: {message}", details={"field": field})
+
+
+def _number(name: str, data: Mapping[str, Any], key: str, *, integer: bool = False) -> Any:
+    if key not in data:
+        raise _bad(name, key, f"{key!r} is required")
+    value = data[key]
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise _bad(name, key, f"{key}={value!r} must be {kind}")
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if not math.isfinite(as_float):
+        raise _bad(name, key, f"{key}={value!r} must be a finite number")
+    if integer and as_float != round(as_float):
+        raise _bad(name, key, f"{key}={value!r} must be an integer")
+    if not integer:
+        return as_float
+    return int(value) if isinstance(value, (int, np.integer)) else round(as_float)
+
+
+def _active_from(name: str, raw: Any) -> dict[str, list[Any]] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, str)
+        and isinstance(v, (list, tuple))
+        and all(isinstance(c, _SCALARS) for c in v)
+        for k, v in raw.items()
+    ):
+        raise _bad(
+            name, "active_if", f"active_if={raw!r} must map a parent name to a list of its values"
+        )
+    return {k: list(v) for k, v in raw.items()}
+
+
+def param_from_dict(data: Mapping[str, Any], name: str = "parameter") -> Param:
+    """Rebuild a parameter from :meth:`to_dict` output (used by storage and the HTTP API).
+
+    Args:
+        data: ``{"type": "real" | "int" | "categorical" | "fixed", ...}`` with the keys of
+            that type (``low``, ``high``, ``log``; ``choices``; ``value``; and ``active_if``).
+        name: The parameter's name, for error messages.
+
+    Raises:
+        InputError: a malformed definition; ``details["field"]`` is ``"<name>.<key>"``.
+    """
+    if not isinstance(data, Mapping):
+        raise _bad(name, "", f"the definition must be an object with a 'type', got {data!r}")
     kind = data.get("type")
-    active = data.get("active_if") or None
-    if kind == "real":
-        return Real(data["low"], data["high"], log=bool(data.get("log")), active_if=active)
-    if kind == "int":
-        return Int(data["low"], data["high"], log=bool(data.get("log")), active_if=active)
-    if kind == "categorical":
-        return Categorical(data["choices"], active_if=active)
-    if kind == "fixed":
+    if kind not in _KEYS:
+        raise _bad(name, "type", f"unknown type {kind!r}; use real, int, categorical or fixed")
+    unknown = sorted(str(k) for k in data if k not in _KEYS[kind])
+    if unknown:
+        raise _bad(
+            name,
+            unknown[0],
+            f"unknown key(s) {unknown} for a {kind} parameter; known: {', '.join(_KEYS[kind])}",
+        )
+    active = _active_from(name, data.get("active_if"))
+    try:
+        if kind in ("real", "int"):
+            integer = kind == "int"
+            low = _number(name, data, "low", integer=integer)
+            high = _number(name, data, "high", integer=integer)
+            log = data.get("log", False)
+            if not isinstance(log, bool):
+                raise _bad(name, "log", f"log={log!r} must be true or false")
+            if not math.isfinite(high - low):
+                raise _bad(name, "high", f"the range [{low}, {high}] is too wide to encode")
+            cls = Int if integer else Real
+            return cls(low, high, log=log, active_if=active)
+        if kind == "categorical":
+            choices = data.get("choices")
+            if not isinstance(choices, (list, tuple)) or not all(
+                isinstance(c, _SCALARS) for c in choices
+            ):
+                raise _bad(
+                    name,
+                    "choices",
+                    f"choices={choices!r} must be a list of strings, numbers or booleans",
+                )
+            return Categorical(choices, active_if=active)
+        if "value" not in data or not isinstance(data["value"], _SCALARS):
+            raise _bad(
+                name, "value", f"value={data.get('value')!r} must be a string, number or boolean"
+            )
         return Fixed(data["value"], active_if=active)
-    raise InputError(f"unknown parameter type {kind!r}; use real, int, categorical or fixed")
+    except InputError as exc:
+        if isinstance(exc.details, dict) and "field" in exc.details:
+            raise
+        raise InputError(f"parameter {name!r}: {exc.message}", details={"field": name}) from None
 
 
 @dataclass(frozen=True)
@@ -557,15 +652,43 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
-        try:
-            params = {k: param_from_dict(v) for k, v in data["params"].items()}
-            constraints = tuple(
-                LinearConstraint(c["coefficients"], c["op"], c["bound"])
-                for c in data.get("constraints", ())
+        """Rebuild a space from :meth:`to_dict` output.
+
+        Raises:
+            InputError: a malformed space; ``details["field"]`` names the parameter and key
+                (``"x.low"``) or the constraint (``"constraints.0.bound"``).
+        """
+        raw = data.get("params") if isinstance(data, Mapping) else None
+        if not isinstance(raw, Mapping):
+            raise InputError(
+                "malformed search space: 'params' must map parameter names to definitions",
+                details={"field": "params"},
             )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise InputError(f"malformed search space: {exc!r}") from None
-        return cls(params, constraints)
+        params = {str(k): param_from_dict(v, str(k)) for k, v in raw.items()}
+        constraints = []
+        for i, c in enumerate(data.get("constraints") or ()):
+            where = f"constraints.{i}"
+            if not isinstance(c, Mapping) or not {"coefficients", "op", "bound"} <= set(c):
+                raise InputError(
+                    f"linear constraint {i} must have 'coefficients', 'op' and 'bound'",
+                    details={"field": where},
+                )
+            coefs, bound = c["coefficients"], c["bound"]
+            if not isinstance(coefs, Mapping) or not all(_finite_number(v) for v in coefs.values()):
+                raise InputError(
+                    f"linear constraint {i}: coefficients must map names to finite numbers",
+                    details={"field": f"{where}.coefficients"},
+                )
+            if not _finite_number(bound):
+                raise InputError(
+                    f"linear constraint {i}: bound={bound!r} must be a finite number",
+                    details={"field": f"{where}.bound"},
+                )
+            try:
+                constraints.append(LinearConstraint(coefs, c["op"], bound))
+            except InputError as exc:
+                raise InputError(exc.message, details={"field": f"{where}.op"}) from None
+        return cls(params, tuple(constraints))
 
     @classmethod
     def coerce(
@@ -578,12 +701,32 @@ class SearchSpace:
         return cls(dict(space), tuple(constraints))
 
 
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _active_dict(active: tuple[tuple[str, tuple[Any, ...]], ...]) -> dict[str, list[Any]] | None:
     return {k: list(v) for k, v in active} or None
 
 
+def _float_bounds(p: Real | Int) -> tuple[float, float]:
+    try:
+        return float(p.low), float(p.high)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(
+            f"{type(p).__name__} bounds must be numbers, got [{p.low!r}, {p.high!r}]"
+        ) from None
+
+
 def _check_bounds(p: Real | Int, low: float, high: float) -> None:
-    if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
+    if not (math.isfinite(low) and math.isfinite(high) and math.isfinite(high - low)) or not (
+        low < high
+    ):
         raise InputError(f"{type(p).__name__} needs finite low < high, got [{low}, {high}]")
     if p.log and low <= 0:
         raise InputError(f"{type(p).__name__}(log=True) needs low > 0, got {low}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FORMAT",
+    "STUDY_NAME_PATTERN",
     "VERSION",
     "FileStudyStore",
     "RedisStudyStore",
@@ -95,12 +97,26 @@ def load_file(path: str | os.PathLike[str]) -> Optimizer:
     return loads(target.read_bytes())
 
 
+#: What a study name may be: 1-128 ASCII letters, digits, ``_``, ``-`` and ``.``, not
+#: starting with ``.``. It is a file name (``<name>.json``, far below the 255-byte limit of
+#: common file systems, with no separator, NUL or hidden-file dot) and a Redis key suffix.
+STUDY_NAME_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$"
+_STUDY_NAME = re.compile(STUDY_NAME_PATTERN)
+
+
 def check_study_name(name: str) -> str:
+    """``name`` if it matches :data:`STUDY_NAME_PATTERN`.
+
+    Raises:
+        InputError: it does not (``details["field"]`` is ``"study"``).
+    """
     from workbench.errors import InputError
 
-    if not name or len(name) > 128 or any(c in name for c in "/\\:*?[] \t\n"):
+    if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
+        shown = name if not isinstance(name, str) or len(name) <= 40 else f"{name[:40]}..."
         raise InputError(
-            f"study name {name!r} must be 1-128 characters without / \\ : * ? [ ] or spaces",
+            f"study name {shown!r} must be 1-128 ASCII letters, digits, '_', '-' or '.', "
+            "not starting with '.'",
             details={"field": "study"},
         )
     return name

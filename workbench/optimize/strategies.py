@@ -18,11 +18,24 @@ Registered names:
   optional outcome constraints.
 - ``default``: ``qlognehvi`` when there are several objectives and no weights, else
   ``qlognei``.
+
+Time bound: a :class:`StrategyInput` may carry a ``deadline``. The model strategies give the
+GP fit at most half of the time left, stop the acquisition optimisation when the deadline
+passes (:func:`~workbench.optimize.acquisition.maximize_acqf` keeps the best candidate found
+so far; the candidate pool is always scored, so the first point is always the model's
+choice), fill the batch slots still open then with random new points (``info["filled"]``),
+and mark ``info["truncated"]``.
+
+Robustness: a model strategy never raises on bad numerics. Observations it cannot model
+(non-finite, or beyond :data:`~workbench.optimize.models.MAX_ABS_OUTCOME`) and numerical
+failures of the fit or the acquisition (a kernel matrix that is not positive definite) fall
+back to random new points with ``info["phase"] == "fallback"`` and ``info["reason"]``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,6 +46,7 @@ import numpy as np
 from workbench.errors import InputError
 from workbench.optimize.acquisition import AcqfOptions, candidate_pool, is_new, maximize_acqf
 from workbench.optimize.models import (
+    MAX_ABS_OUTCOME,
     FitConfig,
     ModelState,
     configure_torch,
@@ -63,8 +77,9 @@ def _NUMERICAL_ERRORS() -> tuple[type[Exception], ...]:
     """Errors of a model step that mean bad numerics, not a bug (imported lazily)."""
     from botorch.exceptions.errors import ModelFittingError
     from linear_operator.utils.errors import NotPSDError
+    from torch.linalg import LinAlgError
 
-    return (NotPSDError, ModelFittingError)
+    return (NotPSDError, ModelFittingError, LinAlgError)
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,8 @@ class StrategyInput:
         seed: Seed of this suggestion (the caller derives it from its seed and counter).
         index: How many points were suggested before (the Sobol sequence position).
         model_state: The previous fit's state (warm start) or ``None``.
+        deadline: ``time.perf_counter()`` value by which the suggestion should be returned
+            (``None``: no bound); see the module docstring.
     """
 
     space: SearchSpace
@@ -123,6 +140,11 @@ class StrategyInput:
     seed: int = 0
     index: int = 0
     model_state: ModelState | None = None
+    deadline: float | None = None
+
+    def time_left(self) -> float:
+        """Seconds until :attr:`deadline` (``inf`` without one; negative once passed)."""
+        return math.inf if self.deadline is None else self.deadline - time.perf_counter()
 
     @property
     def avoid_points(self) -> np.ndarray:
@@ -245,10 +267,14 @@ class _ModelStrategy:
         ``_suggest``; a numerical failure of the model falls back instead of raising."""
         if self.warmup_left(inp) >= q or len(inp.x) < 2:
             return self._warmup(inp, q)
+        y = np.asarray(inp.y, dtype=np.float64)
+        if not (np.all(np.isfinite(y)) and np.all(np.abs(y) <= MAX_ABS_OUTCOME)):
+            reason = f"observed outcomes are not finite or beyond +-{MAX_ABS_OUTCOME:g}"
+            return self._fallback(inp, q, reason)
         try:
             return self._suggest(inp, q)
         except _NUMERICAL_ERRORS() as exc:
-            return self._fallback(inp, q, exc)
+            return self._fallback(inp, q, f"numerical failure of the model: {exc!r}")
 
     def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         raise NotImplementedError
@@ -257,13 +283,17 @@ class _ModelStrategy:
         n_init = self.n_init if self.n_init is not None else _n_init(inp.space)
         return max(0, n_init - len(inp.x) - len(inp.pending))
 
-    def _fit(self, inp: StrategyInput) -> tuple[Any, ModelState, float]:
+    def _fit(self, inp: StrategyInput) -> tuple[Any, ModelState, float, bool]:
+        """The fitted model, its state, the fit's seconds and whether the time bound cut the
+        fit short (it may use half of the time left)."""
         configure_torch(self.num_threads)
         fit = self.fit
         if fit.kernel == "auto":
             fit = replace(fit, kernel="matern" if inp.space.is_mixed else "matern-gamma")
-        model, state, info = fit_gp(inp.x, inp.y, inp.model_state, fit)
-        return model, state, info.seconds
+        left = inp.time_left()
+        timeout = None if math.isinf(left) else max(0.0, left / 2)
+        model, state, info = fit_gp(inp.x, inp.y, inp.model_state, fit, timeout_s=timeout)
+        return model, state, info.seconds, info.truncated
 
     def _anchors(self, inp: StrategyInput) -> np.ndarray:
         """Observed points ordered best first (by the scalarised objective)."""
@@ -277,11 +307,23 @@ class _ModelStrategy:
             score = np.where(ok, score, score - 1e3)
         return inp.x[np.argsort(-score)[:8]]
 
-    def _fallback(self, inp: StrategyInput, q: int, exc: Exception) -> Suggestion:
-        """Random new points when the model cannot be used (numerical failure)."""
-        log.warning("%s: model step failed (%r); suggesting random points", self.name, exc)
+    def _fallback(self, inp: StrategyInput, q: int, reason: str) -> Suggestion:
+        """Random new points when the model cannot be used, with the reason."""
+        log.warning("%s: %s; suggesting random points", self.name, reason)
         s = RandomSearch().suggest(inp, q)
-        return Suggestion(s.x, inp.model_state, {"phase": "fallback", "error": repr(exc)})
+        return Suggestion(s.x, inp.model_state, {"phase": "fallback", "reason": reason})
+
+    def _fill(self, inp: StrategyInput, chosen: list[np.ndarray], q: int) -> int:
+        """Top ``chosen`` up to ``q`` random new points (the time bound was reached); returns
+        how many were added."""
+        missing = q - len(chosen)
+        if missing > 0:
+            taken = np.vstack([inp.avoid_points, *[c[None] for c in chosen]])
+            rng = np.random.default_rng([inp.seed, inp.index, len(chosen)])
+            chosen.extend(
+                _fill_unique(inp.space, np.zeros((0, inp.space.dim)), taken, missing, rng)
+            )
+        return max(0, missing)
 
     def _warmup(self, inp: StrategyInput, q: int) -> Suggestion:
         s = SobolSearch().suggest(inp, q)
@@ -340,7 +382,7 @@ class QLogNEI(_ModelStrategy):
         from botorch.sampling.normal import SobolQMCNormalSampler
 
         torch = configure_torch(self.num_threads)
-        model, state, fit_s = self._fit(inp)
+        model, state, fit_s, truncated = self._fit(inp)
         t0 = time.perf_counter()
         space = inp.space
         avoid, pending = inp.avoid_points, inp.pending_points
@@ -355,6 +397,8 @@ class QLogNEI(_ModelStrategy):
             torch.manual_seed(inp.seed)
             baseline = self._baseline(acq_model, inp, objective, constraints)
             for j in range(q):
+                if j and inp.time_left() <= 0:
+                    break
                 x_pending = (
                     np.concatenate([pending, *[c[None] for c in chosen]])
                     if (len(pending) or chosen)
@@ -380,12 +424,21 @@ class QLogNEI(_ModelStrategy):
                     self.acqf_options.raw_local,
                 )
                 taken = np.vstack([avoid, *[c[None] for c in chosen]]) if chosen else avoid
-                x, v = maximize_acqf(acqf, space, pool, taken, self.acqf_options, n_global=n_global)
+                x, v = maximize_acqf(
+                    acqf,
+                    space,
+                    pool,
+                    taken,
+                    self.acqf_options,
+                    n_global=n_global,
+                    deadline=inp.deadline,
+                )
                 if x is None:
                     rng = np.random.default_rng([inp.seed, inp.index, j])
                     x = _fill_unique(space, np.zeros((0, space.dim)), taken, 1, rng)[0]
                 chosen.append(x)
                 values.append(v)
+        filled = self._fill(inp, chosen, q)
         acq_s = time.perf_counter() - t0
         return Suggestion(
             np.stack(chosen),
@@ -396,6 +449,8 @@ class QLogNEI(_ModelStrategy):
                 "acq_s": acq_s,
                 "acq_value": values[0],
                 "baseline": int(baseline.shape[0]),
+                "truncated": truncated or inp.time_left() <= 0,
+                "filled": filled,
             },
         )
 
@@ -417,7 +472,7 @@ class ThompsonSampling(_ModelStrategy):
         from botorch.sampling.pathwise import draw_matheron_paths
 
         torch = configure_torch(self.num_threads)
-        model, state, fit_s = self._fit(inp)
+        model, state, fit_s, truncated = self._fit(inp)
         t0 = time.perf_counter()
         space = inp.space
         avoid = inp.avoid_points
@@ -461,7 +516,12 @@ class ThompsonSampling(_ModelStrategy):
         return Suggestion(
             np.stack(chosen),
             state,
-            {"phase": "model", "fit_s": fit_s, "acq_s": time.perf_counter() - t0},
+            {
+                "phase": "model",
+                "fit_s": fit_s,
+                "acq_s": time.perf_counter() - t0,
+                "truncated": truncated,
+            },
         )
 
 
@@ -495,7 +555,7 @@ class QLogNEHVI(_ModelStrategy):
         from botorch.sampling.normal import SobolQMCNormalSampler
 
         torch = configure_torch(self.num_threads)
-        model, state, fit_s = self._fit(inp)
+        model, state, fit_s, truncated = self._fit(inp)
         t0 = time.perf_counter()
         space = inp.space
         k = inp.n_objectives
@@ -511,6 +571,8 @@ class QLogNEHVI(_ModelStrategy):
         with torch.random.fork_rng():
             torch.manual_seed(inp.seed)
             for j in range(q):
+                if j and inp.time_left() <= 0:
+                    break
                 x_pending = (
                     np.concatenate([pending, *[c[None] for c in chosen]])
                     if (len(pending) or chosen)
@@ -537,12 +599,21 @@ class QLogNEHVI(_ModelStrategy):
                     self.acqf_options.raw_local,
                 )
                 taken = np.vstack([avoid, *[c[None] for c in chosen]]) if chosen else avoid
-                x, v = maximize_acqf(acqf, space, pool, taken, self.acqf_options, n_global=n_global)
+                x, v = maximize_acqf(
+                    acqf,
+                    space,
+                    pool,
+                    taken,
+                    self.acqf_options,
+                    n_global=n_global,
+                    deadline=inp.deadline,
+                )
                 if x is None:
                     rng = np.random.default_rng([inp.seed, inp.index, j])
                     x = _fill_unique(space, np.zeros((0, space.dim)), taken, 1, rng)[0]
                 chosen.append(x)
                 values.append(v)
+        filled = self._fill(inp, chosen, q)
         return Suggestion(
             np.stack(chosen),
             state,
@@ -551,6 +622,8 @@ class QLogNEHVI(_ModelStrategy):
                 "fit_s": fit_s,
                 "acq_s": time.perf_counter() - t0,
                 "acq_value": values[0],
+                "truncated": truncated or inp.time_left() <= 0,
+                "filled": filled,
             },
         )
 
