@@ -61,6 +61,14 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
+def _path_schema(pattern: str | None) -> dict[str, Any]:
+    if not pattern:
+        return {"type": "string"}
+    if not (pattern.startswith("^") and pattern.endswith("$")):
+        pattern = f"^(?:{pattern})$"
+    return {"type": "string", "pattern": pattern}
+
+
 def operation_id(spec: RouteSpec) -> str:
     """The OpenAPI ``operationId`` of a route: its method and path as one identifier
     (``get_api_v1_vision_reservations_reservation_id``), for links to name it."""
@@ -102,9 +110,7 @@ def build_openapi(specs: Sequence[RouteSpec], *, version: str | None = None) -> 
                 "in": "path",
                 "required": True,
                 # A path parameter declared {name:regex} is routed only when it matches.
-                "schema": {"type": "string", "pattern": f"^(?:{m.group(2)})$"}
-                if m.group(2)
-                else {"type": "string"},
+                "schema": _path_schema(m.group(2) or spec.path_params.get(m.group(1))),
             }
             for m in _PARAM.finditer(spec.path)
         ]

@@ -48,8 +48,12 @@ from workbench.errors import InputError
 from workbench.optimize.feedback import MAX_COST, MAX_LATENCY_MS, TASK_TYPE_PATTERN
 from workbench.optimize.optimizer import MAX_ABS_OUTCOME
 from workbench.optimize.service import MAX_BATCH, OptimizeConfig, OptimizeService
+from workbench.optimize.storage import STUDY_NAME_PATTERN
 
 __all__ = ["SERVICE", "router"]
+
+#: The OpenAPI pattern of the {study} path parameter (validated again by the service).
+STUDY = {"study": STUDY_NAME_PATTERN}
 
 _Model = WireModel  # the request schemas below share the one wire base
 
@@ -316,6 +320,7 @@ async def parameters_health(req: ApiRequest) -> dict[str, Any]:
 
 @router.delete(
     "/parameters/{taskType}",
+    path_params={"taskType": TASK_TYPE_PATTERN},
     envelope=False,
     admin=True,
     summary="Forget a task type (what it learnt and its slot)",
@@ -337,6 +342,7 @@ def _in_space(exc: InputError) -> InputError:
 
 @router.post(
     "/optimize/{study}",
+    path_params=STUDY,
     body=StudyCreate,
     status=201,
     summary="Create a study",
@@ -372,13 +378,15 @@ async def create_study(req: ApiRequest) -> Reply:
     )
 
 
-@router.delete("/optimize/{study}", admin=True, summary="Delete a study")
+@router.delete("/optimize/{study}", path_params=STUDY, admin=True, summary="Delete a study")
 async def delete_study(req: ApiRequest) -> dict[str, Any]:
     await _service(req).delete(req.path["study"])
     return {"deleted": req.path["study"]}
 
 
-@router.post("/optimize/{study}/ask", body=AskBody, summary="Suggest configurations")
+@router.post(
+    "/optimize/{study}/ask", path_params=STUDY, body=AskBody, summary="Suggest configurations"
+)
 async def ask(req: ApiRequest) -> dict[str, Any]:
     """Suggestions within ``[optimize] ask_time_limit_s``; ``info.truncated`` says whether the
     bound cut the acquisition short (the trials are then the best found so far)."""
@@ -386,7 +394,7 @@ async def ask(req: ApiRequest) -> dict[str, Any]:
     return {"trials": [t.to_dict() for t in trials], "info": info}
 
 
-@router.post("/optimize/{study}/tell", body=TellBody, summary="Report outcomes")
+@router.post("/optimize/{study}/tell", path_params=STUDY, body=TellBody, summary="Report outcomes")
 async def tell(req: ApiRequest) -> dict[str, Any]:
     body: TellBody = req.body
     target: Any = body.trial_id if body.trial_id is not None else body.params
@@ -394,12 +402,12 @@ async def tell(req: ApiRequest) -> dict[str, Any]:
     return {"trial": trial.to_dict()}
 
 
-@router.get("/optimize/{study}/best", summary="Best trial so far")
+@router.get("/optimize/{study}/best", path_params=STUDY, summary="Best trial so far")
 async def best(req: ApiRequest) -> dict[str, Any]:
     return (await _service(req).study(req.path["study"])).best().to_dict()
 
 
-@router.get("/optimize/{study}/pareto", summary="Pareto front")
+@router.get("/optimize/{study}/pareto", path_params=STUDY, summary="Pareto front")
 async def pareto(req: ApiRequest) -> dict[str, Any]:
     opt = await _service(req).study(req.path["study"])
     return {"trials": [t.to_dict() for t in opt.pareto_front()]}

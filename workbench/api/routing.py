@@ -127,6 +127,7 @@ class RouteSpec:
     service: ServiceSpec[Any, Any] | None = None
     media_type: str = "application/json"
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path_params: dict[str, str] = field(default_factory=dict)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -285,6 +286,7 @@ class ApiRouter:
         rate_setting: str | None = None,
         media_type: str = "application/json",
         links: dict[str, dict[str, Any]] | None = None,
+        path_params: dict[str, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a route; see the module docstring. ``public`` routes need no token.
 
@@ -293,6 +295,8 @@ class ApiRouter:
         that overrides it, where 0 turns the limit off. ``links`` are OpenAPI links of the
         success response (``{name: {"operationId": ..., "parameters": {...}}}``), which tell
         clients and fuzzers how one route's answer feeds another's path or body.
+        ``path_params`` gives a regular expression per path parameter for the OpenAPI
+        document; the handler still validates it (a 400 naming the parameter).
         """
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0, got {rate_limit}")
@@ -320,6 +324,7 @@ class ApiRouter:
                     service=self.service,
                     media_type=media_type,
                     links=dict(links or {}),
+                    path_params=dict(path_params or {}),
                 )
             )
             return handler
