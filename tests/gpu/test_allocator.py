@@ -476,3 +476,83 @@ def test_resident_model_release_by_id_respects_users_and_tells_listeners() -> No
     assert not r.released and r.refs == 0 and alloc.reserved(0) == GIB
     alloc.release(r.id)
     assert seen == ["released"] and alloc.reserved(0) == 0
+
+
+def test_collect_goes_on_past_a_pid_that_cannot_be_checked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+
+    def pid_alive(pid: int) -> bool:
+        if pid == 7:
+            raise OverflowError("signed integer is greater than maximum")
+        return pid != 200
+
+    alloc = _alloc(clock=clock, pid_alive=pid_alive)
+    bad = alloc.acquire("bad", GIB, pid=7, lease_s=30)
+    dead = alloc.acquire("dead", GIB, pid=200)
+    leased = alloc.acquire("lease", GIB, lease_s=1)
+    clock.advance(2)
+    with caplog.at_level("WARNING", logger="workbench.gpu.allocator"):
+        kinds = sorted((e.kind, e.reservation.owner) for e in alloc.collect())
+        for _ in range(5):
+            alloc.collect()
+    assert kinds == [("lease_expired", "lease"), ("owner_dead", "dead")]
+    assert dead.released and leased.released and not bad.released
+    failures = [r for r in caplog.records if "pid 7" in r.getMessage()]
+    assert len(failures) == 1 and not any(r.exc_info for r in failures)
+    clock.advance(30)  # its lease still bounds it
+    assert [e.reservation.owner for e in alloc.collect()] == ["bad"]
+
+
+def test_pids_outside_the_pid_range_are_refused_and_never_signalled() -> None:
+    from workbench.gpu.allocator import PID_MAX, _pid_alive
+
+    alloc = _alloc()
+    for pid in (0, -1, PID_MAX + 1, 99999999999999999999):
+        with pytest.raises(InputError, match="pid") as info:
+            alloc.reserve("w", GIB, pid=pid)
+        assert info.value.details == {"field": "pid"}
+        assert _pid_alive(pid) is False
+    with alloc.reserve("w", GIB, pid=PID_MAX):
+        pass
+
+
+def test_close_wakes_every_waiter_and_refuses_new_waits() -> None:
+    alloc = _alloc(devices=1)
+    alloc.acquire("holder", 20 * GIB)
+    errors: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            alloc.acquire("waiter", GIB, timeout=None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait_forever, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    _wait_until(lambda: alloc.waiting() == 3)
+
+    async def async_waiter() -> BaseException | None:
+        try:
+            await alloc.reserve("async", GIB, timeout=None).acquire_async()
+        except WaitCancelled as exc:
+            return exc
+        return None
+
+    async def main() -> BaseException | None:
+        task = asyncio.ensure_future(async_waiter())
+        while alloc.waiting() < 4:
+            await asyncio.sleep(0.001)
+        alloc.close()
+        return await asyncio.wait_for(task, 2)
+
+    assert isinstance(asyncio.run(main()), WaitCancelled)
+    for t in threads:
+        t.join(2)
+        assert not t.is_alive()
+    assert len(errors) == 3 and all(isinstance(e, WaitCancelled) for e in errors)
+    assert alloc.waiting() == 0
+    with pytest.raises(WaitCancelled, match="closed"):
+        alloc.acquire("late", GIB, timeout=5)

@@ -49,3 +49,28 @@ def test_check_verb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gpu", "check", "--simulated", "--seconds", "0.5", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["ok"] is True
     assert "RESULT: PASS" in capsys.readouterr().out
+
+
+def test_check_verb_fails_when_the_check_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import workbench.gpu._nvml as nvml_mod
+    from workbench.errors import BackendUnavailable
+
+    def no_gpu(**kw: object) -> None:
+        raise BackendUnavailable("NVML could not be initialised (test)")
+
+    monkeypatch.setattr(nvml_mod, "NvmlBackend", no_gpu)
+    out = tmp_path / "none.json"
+    assert main(["gpu", "check", "--seconds", "0.1", "--out", str(out)]) != 0
+    assert json.loads(out.read_text())["ok"] is False
+    assert "could not start" in capsys.readouterr().err
+
+
+def test_check_verb_follows_the_configured_simulated_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_GPU__BACKEND", "simulated")
+    out = tmp_path / "c.json"
+    assert main(["gpu", "check", "--seconds", "0.2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["backend"].startswith("simulated")

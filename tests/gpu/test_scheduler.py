@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import CancelledError
+from concurrent.futures import wait as futures_wait
 from typing import Any
 
 import pytest
 
-from workbench.errors import InputError, NotFoundError
+from workbench.errors import ConfigError, InputError, NotFoundError
 from workbench.gpu import (
     DEFAULT_MODELS,
     JobContext,
@@ -257,3 +259,74 @@ def test_releasing_an_idle_model_by_id_unloads_it() -> None:
         {"reason": "released"}
     ]
     sched.shutdown()
+
+
+def test_the_queue_is_bounded() -> None:
+    from workbench.errors import CapacityError
+
+    sched, _ = _scheduler(max_queued=2)
+    gate = _blocker(sched)
+    queued = [sched.submit("yolo-v8n", lambda c: None) for _ in range(2)]
+    with pytest.raises(CapacityError, match="queue") as info:
+        sched.submit("yolo-v8n", lambda c: None)
+    assert info.value.retry_after_s is not None
+    assert sched.cancel(queued[0].id)
+    sched.submit("yolo-v8n", lambda c: None)  # a cancelled job frees its place
+    gate.set()
+    sched.shutdown()
+    with pytest.raises(ConfigError):
+        _scheduler(max_queued=0)
+
+
+def _fill(sched: VisionScheduler) -> Any:
+    """Reserve the whole budget of device 0, so no model fits until it is released."""
+    return sched.allocator.acquire("tenant", sched.allocator.budget(0))
+
+
+def test_a_job_waiting_for_its_model_memory_can_be_cancelled() -> None:
+    sched, _ = _scheduler()
+    tenant = _fill(sched)
+    ran: list[int] = []
+    job = sched.submit("yolo-v8n", lambda c: ran.append(1))
+    deadline = time.monotonic() + 5
+    while sched.allocator.waiting() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert job.status == "running"  # holds the slot, waits for memory
+    assert sched.cancel(job.id)
+    with pytest.raises(CancelledError):
+        job.future.result(2)
+    assert job.status == "cancelled" and sched.running() == 0
+    assert sched.allocator.waiting() == 0
+    tenant.release()
+    sched.execute_with_model("yolo-v8n", lambda c: None, timeout=2)  # the slot is free again
+    assert ran == []
+    sched.shutdown()
+
+
+def test_shutdown_wakes_a_job_waiting_for_memory() -> None:
+    sched, _ = _scheduler()
+    _fill(sched)
+    job = sched.submit("yolo-v8n", lambda c: None)  # no timeout: would wait for ever
+    deadline = time.monotonic() + 5
+    while sched.allocator.waiting() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    sched.shutdown(wait=False)
+    futures_wait([job.future], timeout=2)
+    assert job.future.done() and job.status == "cancelled"
+
+
+def test_shutdown_returns_in_bounded_time_past_a_stuck_task() -> None:
+    sched, _ = _scheduler()
+    stuck = threading.Event()
+    started = threading.Event()
+    sched.submit("yolo-v8n", lambda c: (started.set(), stuck.wait(30)))
+    assert started.wait(5)
+    t0 = time.monotonic()
+    sched.shutdown(wait=True, timeout=0.5)
+    assert time.monotonic() - t0 < 1.5
+    # What is still running cannot keep the process from exiting.
+    workers = [t for t in threading.enumerate() if t.name.startswith("vision")]
+    assert workers and all(t.daemon for t in workers)
+    stuck.set()

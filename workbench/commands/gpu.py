@@ -3,7 +3,9 @@
 - ``status [--json]``: one reading of every device, its VRAM budget and health;
 - ``watch [--hz H] [--count N | --duration S]``: a live terminal view (rich) that ends after
   N samples or S seconds (or Ctrl-C);
-- ``check [--simulated] [--out PATH]``: the end-to-end check of :mod:`workbench.gpu.check`.
+- ``check [--simulated] [--out PATH]``: the end-to-end check of :mod:`workbench.gpu.check`;
+  it exits non-zero when a step failed or the check could not start (no GPU and no
+  ``--simulated``).
 
 ``--simulated`` (or ``[gpu] backend = "simulated"``) uses a simulated 24 GiB device instead of
 NVML; ``--scenario`` scripts it (thermal, leak, ecc, fall_off, steady).
@@ -167,10 +169,15 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from workbench.config import load_settings
     from workbench.gpu.check import main
+    from workbench.gpu.service import VisionConfig
 
+    # The check's exit status is the command's: 1 when a step failed or the check could not
+    # start (no NVML and no --simulated), 0 only when every step that could run passed.
+    config = VisionConfig.from_section(load_settings().section("gpu"))
     argv = ["--seconds", str(args.seconds)]
-    if args.simulated:
+    if args.simulated or config.backend == "simulated":
         argv.append("--simulated")
     if args.out:
         argv += ["--out", args.out]

@@ -25,7 +25,11 @@ Decisions (all under one lock, O(devices) each, no big per-call objects):
   long keep-alive to pin it. ``eviction="expiry"`` picks the model whose keep-alive ends
   first instead.
 - **Cleanup** (:meth:`collect`): reservations whose owner process died (``pid``) or whose
-  lease expired (``lease_s``, renewable with :meth:`Reservation.renew`) are released.
+  lease expired (``lease_s``, renewable with :meth:`Reservation.renew`) are released. A
+  reservation whose owner cannot be checked is logged once and kept until its lease ends; it
+  never stops the cleanup of the others.
+- **Shutdown** (:meth:`close`): every waiting request is woken and refused, and no new
+  request waits, so no thread stays blocked in the allocator once its owner is closing.
 - **Reconciliation** (:meth:`reconcile`) compares the ledger with measured usage and flags
   reserved-but-unused and used-but-unreserved memory (:mod:`workbench.gpu.reconcile`).
 
@@ -65,16 +69,22 @@ from workbench.gpu.reservation import (
 )
 from workbench.gpu.types import GIB, MIB, DeviceBackend, DeviceReading
 
-__all__ = ["VramAllocator", "set_torch_memory_fraction"]
+__all__ = ["PID_MAX", "VramAllocator", "set_torch_memory_fraction"]
 
 log = logging.getLogger(__name__)
 
 #: Default share of each device's memory the allocator may promise (20 GiB of 24).
 DEFAULT_BUDGET_FRACTION = 20 / 24
+#: Largest process id a reservation may name: the range of ``pid_t`` (a signed 32-bit int).
+PID_MAX = 2**31 - 1
 _EVICTION_POLICIES = ("lru", "expiry")
 
 
 def _pid_alive(pid: int) -> bool:
+    # os.kill(0 or a negative pid) signals a process group, and a pid past pid_t's range
+    # raises OverflowError: neither can be the process a reservation names.
+    if not 0 < pid <= PID_MAX:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -152,6 +162,8 @@ class VramAllocator:
         self._pid_alive = pid_alive
         self._listeners: list[Callable[[AllocatorEvent], None]] = []
         self._pending_events: list[AllocatorEvent] = []
+        self._unchecked_pids: set[int] = set()  # reservation ids whose pid check failed
+        self._closed = False
         self._baseline: list[int] = [0] * n
         self.stats = {
             "granted": 0,
@@ -216,16 +228,19 @@ class VramAllocator:
             priority: Higher is granted first among waiting requests.
             timeout: Seconds to wait for memory; ``None`` waits forever, 0 never waits.
             device: Put it on this device; ``None`` lets best-fit choose.
-            pid: Owning process; released by :meth:`collect` when it exits.
+            pid: Owning process (1 to :data:`PID_MAX`); released by :meth:`collect` when it
+                exits.
             lease_s: Lease length; released by :meth:`collect` unless renewed in time.
 
         Raises:
             CapacityError: ``nbytes`` exceeds every allowed device's budget (at call time).
-            InputError: ``nbytes`` <= 0, a bad device index or a negative timeout.
+            InputError: ``nbytes`` <= 0, a bad device index, a negative timeout or a pid out
+                of range.
             WaitTimeout: (on enter) the memory did not free up within ``timeout``.
-            WaitCancelled: (on enter) :meth:`ReservationRequest.cancel` was called.
+            WaitCancelled: (on enter) :meth:`ReservationRequest.cancel` was called, or the
+                allocator was closed while the request waited.
         """
-        self._validate(owner, nbytes, timeout, device, lease_s)
+        self._validate(owner, nbytes, timeout, device, lease_s, pid)
         return ReservationRequest(self, owner, nbytes, priority, timeout, device, pid, lease_s)
 
     def acquire(
@@ -290,7 +305,7 @@ class VramAllocator:
         if keep_alive_s < 0:
             raise InputError(f"keep_alive_s={keep_alive_s} must be >= 0")
         owner = f"model:{model}"
-        self._validate(owner, nbytes, timeout, device, None)
+        self._validate(owner, nbytes, timeout, device, None, pid)
         return ReservationRequest(
             self, owner, nbytes, priority, timeout, device, pid, None, model, keep_alive_s
         )
@@ -379,7 +394,7 @@ class VramAllocator:
         events: list[AllocatorEvent] = []
         notify: list[_Waiter] = []
         with self._lock:
-            pids: dict[int, bool] = {}
+            pids: dict[int, bool | None] = {}
             for r in list(self._res.values()):
                 kind = None
                 idle_until = r.idle_expires_at
@@ -388,19 +403,67 @@ class VramAllocator:
                 elif r.lease_expires_at is not None and r.lease_expires_at <= now:
                     kind = "lease_expired"
                 elif r.pid is not None:
-                    alive = pids.get(r.pid)
-                    if alive is None:
-                        alive = pids[r.pid] = self._pid_alive(r.pid)
-                    if not alive:
+                    if r.pid not in pids:
+                        pids[r.pid] = self._check_pid(r)
+                    if pids[r.pid] is False:
                         kind = "owner_dead"
                 if kind is not None:
                     self._drop(r)
                     self.stats[kind] += 1
                     events.append(AllocatorEvent(kind, r, now))
+            if self._unchecked_pids:
+                self._unchecked_pids &= self._res.keys()
             if events:
                 self._grant_waiters(notify)
         self._after(notify, events)
         return events
+
+    def _check_pid(self, r: Reservation) -> bool | None:
+        """Whether ``r``'s owner process is alive; ``None`` when it cannot be told (lock held).
+
+        A failing check keeps the reservation (its lease still ends it) and is logged once
+        per reservation, so one bad entry neither stops the cleanup nor floods the log.
+        """
+        assert r.pid is not None
+        try:
+            return self._pid_alive(r.pid)
+        except Exception as exc:
+            if r.id not in self._unchecked_pids:
+                self._unchecked_pids.add(r.id)
+                log.warning(
+                    "cannot tell whether pid %d of reservation %d (%r) is alive (%s: %s); "
+                    "keeping it until its lease ends",
+                    r.pid,
+                    r.id,
+                    r.owner,
+                    type(exc).__name__,
+                    exc,
+                )
+            return None
+
+    def process_alive(self, pid: int) -> bool:
+        """Whether process ``pid`` runs (as :meth:`collect` would judge it); False for a pid
+        outside 1 to :data:`PID_MAX` or one that cannot be checked."""
+        try:
+            return 0 < pid <= PID_MAX and self._pid_alive(pid)
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        """Wake and refuse every waiting request, and let no new request wait (idempotent).
+
+        Granted reservations stay as they are; immediate grants still succeed. Waiters raise
+        :class:`WaitCancelled`.
+        """
+        with self._lock:
+            self._closed = True
+            woken = [w for w in self._heap if not w.cancelled and w.result is None]
+            for w in woken:
+                w.cancelled = True
+            self.stats["cancelled"] += len(woken)
+            self._heap.clear()
+        for w in woken:
+            w.wake()
 
     def start_janitor(self, interval_s: float = 1.0) -> threading.Event:
         """Run :meth:`collect` every ``interval_s`` on a daemon thread; set the returned
@@ -488,9 +551,15 @@ class VramAllocator:
         timeout: float | None,
         device: int | None,
         lease_s: float | None,
+        pid: int | None,
     ) -> None:
         if nbytes <= 0:
             raise InputError(f"nbytes={nbytes} must be positive", details={"field": "nbytes"})
+        if pid is not None and not 0 < pid <= PID_MAX:
+            raise InputError(
+                f"pid={pid} is not a process id; use 1 to {PID_MAX}, or no pid",
+                details={"field": "pid"},
+            )
         if timeout is not None and timeout < 0:
             raise InputError(f"timeout={timeout} must be >= 0 or None")
         if lease_s is not None and not lease_s > 0:
@@ -507,7 +576,7 @@ class VramAllocator:
                 f"{owner!r} asked for {nbytes / GIB:.2f} GiB, more than the "
                 f"{limit / GIB:.2f} GiB budget of {where}; it can never fit. Ask for less, "
                 "or raise budget_fraction",
-                details={"nbytes": nbytes, "budget_bytes": limit},
+                details={"field": "nbytes", "nbytes": nbytes, "budget_bytes": limit},
             )
 
     # -- internals: the decision (called with the lock held) ------------------------------
@@ -675,6 +744,8 @@ class VramAllocator:
             if r is None:
                 if req.timeout == 0:
                     self.stats["timeouts"] += 1
+                elif self._closed or req._cancelled:
+                    raise self._refusal(req)
                 else:
                     w = _Waiter(req, next(self._seq))
                     w.event = threading.Event()
@@ -697,6 +768,8 @@ class VramAllocator:
             r = self._try_now(req)
             w: _Waiter | None = None
             if r is None and req.timeout != 0:
+                if self._closed or req._cancelled:
+                    raise self._refusal(req)
                 w = _Waiter(req, next(self._seq))
                 w.loop = loop
                 w.async_future = loop.create_future()
@@ -740,8 +813,16 @@ class VramAllocator:
         # The head may have been this waiter: those behind it may fit now.
         self._regrant()
         if was_cancelled:
-            raise WaitCancelled(f"reservation request of {req.owner!r} was cancelled")
+            raise self._refusal(req)
         raise self._timeout_error(req)
+
+    def _refusal(self, req: ReservationRequest) -> WaitCancelled:
+        if self._closed:
+            return WaitCancelled(
+                f"reservation request of {req.owner!r} was refused: the allocator is closed "
+                "(the service is shutting down)"
+            )
+        return WaitCancelled(f"reservation request of {req.owner!r} was cancelled")
 
     def _timeout_error(self, req: ReservationRequest) -> WaitTimeout:
         return WaitTimeout(
@@ -758,10 +839,11 @@ class VramAllocator:
         self._after(notify, events)
 
     def _cancel(self, req: ReservationRequest) -> bool:
-        w = req._waiter
-        if w is None:
-            return False
         with self._lock:
+            w = req._waiter
+            if w is None:
+                req._cancelled = True  # not waiting yet: it never will
+                return False
             if w.result is not None or w.cancelled:
                 return False
             w.cancelled = True

@@ -41,6 +41,7 @@ class Reservation:
         pid: Owning process; :meth:`VramAllocator.collect` releases the reservation when
             that process is gone. ``None``: no process check.
         created_at: Allocator-clock time of the grant.
+        lease_s: Length of the lease, renewed by :meth:`renew` (``None``: no lease).
         lease_expires_at: Allocator-clock time the lease ends (``None``: no lease).
         model: Name of the resident model, for residency reservations.
         refs: Current users of a resident model.
@@ -128,6 +129,7 @@ class Reservation:
             "priority": self.priority,
             "pid": self.pid,
             "created_at": self.created_at,
+            "lease_s": self.lease_s,
             "lease_expires_at": self.lease_expires_at,
             "model": self.model,
             "refs": self.refs,
@@ -212,11 +214,12 @@ class ReservationRequest:
     :class:`Reservation` and releases it on exit. Made by :meth:`VramAllocator.reserve`.
 
     :meth:`cancel` (from any thread) makes a waiting ``__enter__`` raise
-    :class:`WaitCancelled`.
+    :class:`WaitCancelled`, as does :meth:`VramAllocator.close`.
     """
 
     __slots__ = (
         "_alloc",
+        "_cancelled",
         "_waiter",
         "device",
         "fresh",
@@ -258,6 +261,7 @@ class ReservationRequest:
         #: Whether the grant reserved new memory (False: it shares a resident model).
         self.fresh = False
         self._waiter: _Waiter | None = None
+        self._cancelled = False
 
     def acquire(self) -> Reservation:
         """Block until granted (or time out, or be cancelled) and return the reservation."""
@@ -270,7 +274,11 @@ class ReservationRequest:
         return self.reservation
 
     def cancel(self) -> bool:
-        """Cancel the request if it is still waiting; returns whether it was."""
+        """Cancel the request if it is still waiting; returns whether it was.
+
+        A request cancelled before it started waiting never waits: if it cannot be granted
+        at once, its ``acquire`` raises :class:`WaitCancelled`.
+        """
         return self._alloc._cancel(self)
 
     def __enter__(self) -> Reservation:

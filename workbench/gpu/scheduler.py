@@ -18,27 +18,36 @@ so no job starves.
 **Slots.** ``slots_per_device`` jobs run at once per device (the platform used one GPU
 semaphore permit). A job goes to a free slot on a device where its model is resident if there
 is one, else to the device with the most free budget.
+
+**Bounds.** The queue holds at most ``max_queued`` jobs (beyond it ``submit`` raises
+:class:`~workbench.errors.CapacityError`). A job that holds a slot but still waits for its
+model's memory can be cancelled like a queued one; its wait, and the wait for a load another
+job is doing, end after the job's ``timeout``. Tasks run on daemon threads: :meth:`shutdown`
+cancels queued and waiting jobs and returns within its ``timeout`` whatever a task does, and a
+task stuck in user code never keeps the process from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.errors import ConfigError, InputError, NotFoundError
+from workbench.errors import CapacityError, ConfigError, InputError, NotFoundError, WaitTimeout
 from workbench.gpu.allocator import VramAllocator
-from workbench.gpu.reservation import AllocatorEvent
+from workbench.gpu.reservation import AllocatorEvent, ReservationRequest, WaitCancelled
 from workbench.gpu.types import GIB
 
 __all__ = [
@@ -204,6 +213,68 @@ class Job:
         }
 
 
+class _Workers:
+    """Daemon threads that run job tasks, started as needed up to ``size``.
+
+    Unlike a ``ThreadPoolExecutor``, whose threads the interpreter joins at exit, these
+    never keep the process alive: a task stuck in user code cannot turn a SIGTERM into a hang.
+    """
+
+    def __init__(self, size: int, prefix: str) -> None:
+        self._size = size
+        self._prefix = prefix
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on a worker thread.
+
+        Raises:
+            RuntimeError: the workers were shut down.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the scheduler's workers are shut down")
+            self._queue.put(fn)
+            if self._idle.acquire(blocking=False) or len(self._threads) >= self._size:
+                return
+            thread = threading.Thread(
+                target=self._loop, name=f"{self._prefix}_{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            fn = self._queue.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except BaseException:
+                log.exception("vision worker task failed")
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop taking work; with ``wait``, join the threads for at most ``timeout`` s."""
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            threads = list(self._threads)
+        if first:
+            for _ in threads:
+                self._queue.put(None)
+        if not wait:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+
+
 class _Loaded:
     __slots__ = ("error", "handle", "ready")
 
@@ -229,6 +300,8 @@ class VisionScheduler:
         max_finished: Finished jobs kept for :meth:`job` lookups.
         pid: Process that holds loaded models' memory (default: this process), recorded on
             their reservations for reconciliation.
+        max_queued: Jobs that may wait for a slot (``None``: no limit); ``submit`` refuses
+            more with :class:`~workbench.errors.CapacityError`.
     """
 
     def __init__(
@@ -244,9 +317,12 @@ class VisionScheduler:
         max_events: int = 10_000,
         max_finished: int = 10_000,
         pid: int | None = None,
+        max_queued: int | None = None,
     ) -> None:
         if slots_per_device < 1:
             raise ConfigError(f"slots_per_device={slots_per_device} must be at least 1")
+        if max_queued is not None and max_queued < 1:
+            raise ConfigError(f"max_queued={max_queued} must be at least 1 (or None)")
         if aging_per_s < 0:
             raise ConfigError(f"aging_per_s={aging_per_s} must be >= 0")
         self.allocator = allocator
@@ -267,9 +343,13 @@ class VisionScheduler:
         self._loads: dict[int, _Loaded] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(
-            max_workers=n * slots_per_device, thread_name_prefix="vision"
-        )
+        self._pool = _Workers(n * slots_per_device, "vision")
+        self.max_queued = max_queued
+        self._queued = 0
+        # Jobs that hold a slot and have not started their task, with their pending model
+        # request (None until it is made); and those of them asked to cancel.
+        self._starting: dict[str, ReservationRequest | None] = {}
+        self._cancel_starts: set[str] = set()
         self._closed = False
         self.pid = os.getpid() if pid is None else pid
         allocator.add_listener(self._on_allocator_event)
@@ -290,10 +370,12 @@ class VisionScheduler:
             model: A name from the model table.
             task: Called as ``task(JobContext)`` on a worker thread.
             priority: Higher runs first (aging lifts waiting jobs over time).
-            timeout: Seconds the job may wait for its model's memory once it has a slot.
+            timeout: Seconds the job may wait, once it has a slot, for its model's memory
+                and for a load of the model another job is doing (``None``: no limit).
 
         Raises:
             NotFoundError: unknown model (the message lists the known ones).
+            CapacityError: ``max_queued`` jobs are already queued.
         """
         spec = self.models.get(model)
         if spec is None:
@@ -306,7 +388,15 @@ class VisionScheduler:
         job = Job(f"vision_job_{next(self._ids)}", model, task, int(priority), timeout, now)
         key = -(job.priority - self.aging_per_s * now)
         with self._lock:
+            if self.max_queued is not None and self._queued >= self.max_queued:
+                raise CapacityError(
+                    f"the vision job queue is full: {self._queued} jobs wait for a slot "
+                    f"(max_queued_jobs={self.max_queued}); retry later",
+                    details={"queued": self._queued, "max_queued": self.max_queued},
+                    retry_after_s=1.0,
+                )
             self._jobs[job.id] = job
+            self._queued += 1
             heapq.heappush(self._heap, (key, next(self._ids), job))
         self._emit("queued", model, job.id, None, {"priority": job.priority})
         self._dispatch()
@@ -340,20 +430,35 @@ class VisionScheduler:
         return await asyncio.wrap_future(job.future)
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a queued job; False if it already started or finished.
+        """Cancel a job that has not started its task: queued, or holding a slot while it
+        waits for its model's memory (what it holds is released). False if its task started
+        or it finished.
+
+        A job past the queue ends shortly after this returns (its wait is woken), with
+        status ``cancelled`` and its future cancelled.
 
         Raises:
             NotFoundError: unknown job id.
         """
         job = self.job(job_id)
+        pending = None
         with self._lock:
-            if job.status != "queued":
+            queued = job.status == "queued"
+            if queued:
+                job.status = "cancelled"
+                job.finished_at = self._clock()
+                self._queued -= 1
+                self._retire(job)
+            elif job.id in self._starting and job.status == "running":
+                self._cancel_starts.add(job.id)
+                pending = self._starting[job.id]
+            else:
                 return False
-            job.status = "cancelled"
-            job.finished_at = self._clock()
-            self._retire(job)
-        job.future.cancel()
-        self._emit("cancelled", job.model, job.id, None, None)
+        if queued:
+            job.future.cancel()
+            self._emit("cancelled", job.model, job.id, None, None)
+        elif pending is not None:
+            pending.cancel()  # its _run sees WaitCancelled and finishes the job as cancelled
         return True
 
     def job(self, job_id: str) -> Job:
@@ -370,8 +475,12 @@ class VisionScheduler:
 
     def queue_length(self) -> int:
         """Jobs waiting for a slot."""
-        with self._lock:
-            return sum(1 for _, _, j in self._heap if j.status == "queued")
+        return self._queued
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The scheduler's time source (of ``Job.started_at`` and event times)."""
+        return self._clock
 
     def running(self) -> int:
         """Jobs holding a slot."""
@@ -402,14 +511,20 @@ class VisionScheduler:
             out.append(info)
         return out
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Cancel queued jobs and stop the workers (running jobs finish if ``wait``)."""
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Cancel queued jobs and jobs waiting for memory, and stop the workers.
+
+        With ``wait``, running tasks are given ``timeout`` seconds (``None``: as long as they
+        take) to finish; the workers are daemon threads, so one that does not finish never
+        keeps the process from exiting.
+        """
         self._closed = True
         with self._lock:
-            queued = [j for _, _, j in self._heap if j.status == "queued"]
-        for job in queued:
-            self.cancel(job.id)
-        self._pool.shutdown(wait=wait)
+            ids = [j.id for _, _, j in self._heap if j.status == "queued"]
+            ids.extend(self._starting)
+        for jid in ids:
+            self.cancel(jid)
+        self._pool.shutdown(wait=wait, timeout=timeout)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -448,14 +563,16 @@ class VisionScheduler:
                 if device < 0:
                     break
                 heapq.heappop(self._heap)
+                self._queued -= 1
                 self._free_slots[device] -= 1
                 job.status = "running"
                 job.device = device
                 job.started_at = self._clock()
+                self._starting[job.id] = None
                 started.append((job, device))
         for job, device in started:
             try:
-                self._pool.submit(self._run, job, device)
+                self._pool.submit(functools.partial(self._run, job, device))
             except RuntimeError:  # shut down between the pick and the hand-over
                 self._finish(job, device, "cancelled", error=InputError("scheduler shut down"))
 
@@ -469,10 +586,21 @@ class VisionScheduler:
                 return d
         return max(free, key=self.allocator.free)
 
+    def _begin_task(self, job: Job) -> None:
+        """Leave the starting phase; raise WaitCancelled if the job was cancelled in it."""
+        with self._lock:
+            self._starting.pop(job.id, None)
+            cancelled = job.id in self._cancel_starts
+        if cancelled:
+            raise WaitCancelled(f"job {job.id} was cancelled before it started")
+
     def _run(self, job: Job, device: int) -> None:
         spec = self.models[job.model]
         self._emit("started", job.model, job.id, device, {"wait_s": job.wait_s})
         r = None
+        deadline = None
+        if job.timeout is not None:
+            deadline = (job.started_at or self._clock()) + job.timeout
         try:
             req = self.allocator.model_request(
                 spec.name,
@@ -483,20 +611,36 @@ class VisionScheduler:
                 device=device,
                 pid=self.pid,
             )
+            with self._lock:
+                cancelled = job.id in self._cancel_starts
+                if not cancelled:
+                    self._starting[job.id] = req  # cancel() now cancels this request
+            if cancelled:
+                raise WaitCancelled(f"job {job.id} was cancelled before it started")
             r = req.acquire()
-            handle = self._ensure_loaded(spec, r.id, device, req.fresh, job.id)
+            handle = self._ensure_loaded(spec, r.id, device, req.fresh, job.id, deadline)
+            self._begin_task(job)
             t0 = self._clock()
             result = job.task(JobContext(job.id, spec.name, device, handle))
             run_s = self._clock() - t0
         except BaseException as exc:
             if r is not None:
                 self.allocator.release_model(r)
-            self._finish(job, device, "failed", error=exc)
+            status = "cancelled" if isinstance(exc, WaitCancelled) else "failed"
+            self._finish(job, device, status, error=exc)
             return
         self.allocator.release_model(r)
         self._finish(job, device, "completed", result=result, run_s=run_s)
 
-    def _ensure_loaded(self, spec: ModelSpec, rid: int, device: int, fresh: bool, jid: str) -> Any:
+    def _ensure_loaded(
+        self,
+        spec: ModelSpec,
+        rid: int,
+        device: int,
+        fresh: bool,
+        jid: str,
+        deadline: float | None = None,
+    ) -> Any:
         with self._lock:
             entry = self._loads.setdefault(rid, _Loaded())
         if fresh:
@@ -514,7 +658,12 @@ class VisionScheduler:
             entry.ready.set()
             self._emit("model_loaded", spec.name, jid, device, {"load_s": self._clock() - t0})
         else:
-            entry.ready.wait()
+            left = None if deadline is None else max(0.0, deadline - self._clock())
+            if not entry.ready.wait(left):
+                raise WaitTimeout(
+                    f"job {jid}: {spec.name} was still loading after the job's timeout",
+                    details={"model": spec.name},
+                )
             if entry.error is not None:
                 raise entry.error
         return entry.handle
@@ -534,6 +683,8 @@ class VisionScheduler:
             job.finished_at = self._clock()
             job.error = None if error is None else f"{type(error).__name__}: {error}"
             self._free_slots[device] += 1
+            self._starting.pop(job.id, None)
+            self._cancel_starts.discard(job.id)
             self._retire(job)
         detail: dict[str, Any] = {"wait_s": job.wait_s}
         if run_s is not None:
@@ -541,7 +692,9 @@ class VisionScheduler:
         if job.error:
             detail["error"] = job.error
         self._emit(status, job.model, job.id, device, detail)
-        if error is not None:
+        if status == "cancelled":
+            job.future.cancel()
+        elif error is not None:
             job.future.set_exception(error)
         else:
             job.future.set_result(result)

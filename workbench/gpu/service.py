@@ -8,10 +8,23 @@ the platform's view of them (``status``, ``models``) with real numbers, or ``Non
 device does not report one.
 
 **External jobs.** Over HTTP the work itself runs in another process (the vision worker), so
-a job submitted there is a claim: it queues like any job, and once it holds a slot and its
-model's memory its status becomes ``running``; the worker then does the work and reports
-``complete``. A job not completed within ``max_run_s`` fails, so a crashed worker cannot hold
-a slot for ever.
+a job submitted there is a claim: it queues like any job (at most ``max_queued_jobs`` of
+them), holds a slot while it waits for its model's memory (status ``starting``), and once it
+holds both its status becomes ``running``; the worker then does the work and reports
+``complete``. ``max_run_s`` counts from the slot, the wait for memory included: a job not
+completed by then fails, so neither a crashed worker nor a model that never fits holds a slot
+for ever. A queued or starting job can be cancelled.
+
+**Reservations over HTTP** (:meth:`VisionService.reserve`): every lease is finite. No lease
+means ``max_lease_s``, and a longer one is shortened to it, as a DHCP server grants at most
+its maximum lease; the reservation's ``lease_s`` says what was granted. A wait that runs out
+is a :class:`~workbench.errors.CapacityError` with a retry time (the server did not fail;
+memory was busy), and a wait whose client went away ends without a grant. A reservation is
+released or renewed by its owner or the admin; resident models only by the admin.
+
+**Shutdown** (:meth:`VisionService.close`) returns within ``timeout_s`` whatever is in
+flight: external jobs are failed, queued and starting jobs cancelled, every allocator waiter
+woken and refused, and the scheduler's threads (daemon threads) joined with a timeout.
 
 Knobs come from the ``[gpu]`` section of the settings (``WORKBENCH_GPU__<KEY>``), see
 :class:`VisionConfig`.
@@ -19,24 +32,49 @@ Knobs come from the ``[gpu]`` section of the settings (``WORKBENCH_GPU__<KEY>``)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.config import Settings, from_section
-from workbench.errors import BackendUnavailable, ConfigError, ConflictError, WaitTimeout
+from workbench.errors import (
+    BackendUnavailable,
+    CapacityError,
+    ConfigError,
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermissionDenied,
+    WaitTimeout,
+)
 from workbench.gpu.allocator import VramAllocator
 from workbench.gpu.health import HealthEvent, HealthThresholds, HealthTracker
 from workbench.gpu.monitor import GpuMonitor, PrometheusExporter
+from workbench.gpu.reservation import Reservation, WaitCancelled
 from workbench.gpu.scheduler import DEFAULT_MODELS, Job, JobContext, ModelSpec, VisionScheduler
 from workbench.gpu.simulated import SimulatedBackend
 from workbench.gpu.types import GIB, DeviceBackend
 
-__all__ = ["VisionConfig", "VisionService", "make_backend"]
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "MAX_LEASE_CEILING_S",
+    "VisionConfig",
+    "VisionService",
+    "make_backend",
+]
 
 log = logging.getLogger(__name__)
+
+#: Seconds :meth:`VisionService.close` may take, whatever is in flight.
+CLOSE_TIMEOUT_S = 2.0
+#: The largest ``[gpu] max_lease_s`` accepted (one day).
+MAX_LEASE_CEILING_S = 86_400.0
+#: How often a reservation waiter checks whether its client is still there, seconds.
+_GONE_POLL_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +90,13 @@ class VisionConfig:
         monitor_hz: Background sampling rate.
         aging_per_s: Priority gained per second of queueing.
         janitor_interval_s: Period of the allocator's cleanup.
-        max_run_s: Longest an external job may run before it fails.
+        max_run_s: Longest an external job may hold its slot (waiting for its model's
+            memory included) before it fails.
+        max_lease_s: Longest lease of a reservation, seconds (default 3600; at most 86,400):
+            a reservation asked without a lease gets this one, and longer leases or renewals
+            are shortened to it.
+        max_queued_jobs: External jobs that may wait for a slot (default 256); more are
+            refused with ``CAPACITY_EXCEEDED``.
         keep_alive_s: Idle time a model stays resident (every model of the table).
         temperature_warning_c: Health warning temperature, °C.
         temperature_critical_c: Health critical temperature, °C.
@@ -71,6 +115,8 @@ class VisionConfig:
     aging_per_s: float = 0.1
     janitor_interval_s: float = 1.0
     max_run_s: float = 600.0
+    max_lease_s: float = 3600.0
+    max_queued_jobs: int = 256
     keep_alive_s: float = 300.0
     temperature_warning_c: float = 83.0
     temperature_critical_c: float = 90.0
@@ -90,6 +136,16 @@ class VisionConfig:
             ("monitor_hz", 0 < self.monitor_hz <= 100, "a sampling rate in (0, 100] Hz"),
             ("aging_per_s", self.aging_per_s >= 0, "a priority gain >= 0 per second"),
             ("keep_alive_s", self.keep_alive_s >= 0, "a residency time >= 0 s"),
+            (
+                "max_lease_s",
+                0 < self.max_lease_s <= MAX_LEASE_CEILING_S,
+                f"a lease in (0, {MAX_LEASE_CEILING_S:g}] s",
+            ),
+            (
+                "max_queued_jobs",
+                1 <= self.max_queued_jobs <= 1_000_000,
+                "a queue length from 1 to 1,000,000",
+            ),
             (
                 "memory_warning_fraction",
                 0 < self.memory_warning_fraction <= 1,
@@ -206,6 +262,7 @@ class VisionService:
             models=self.config.model_table(),
             slots_per_device=self.config.slots_per_device,
             aging_per_s=self.config.aging_per_s,
+            max_queued=self.config.max_queued_jobs,
         )
         self.health = HealthTracker(self.config.thresholds())
         self.health.add_listener(self._on_health)
@@ -228,15 +285,21 @@ class VisionService:
         self._janitor = self.allocator.start_janitor(self.config.janitor_interval_s)
         return self
 
-    def close(self) -> None:
-        """Stop threads, cancel queued jobs and release the driver (idempotent)."""
-        self.monitor.stop()
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop threads, end every job and wait, and release the driver (idempotent).
+
+        Returns within about ``timeout_s`` whatever is in flight (see the module docstring).
+        """
+        deadline = time.monotonic() + timeout_s
+        self.monitor.stop(timeout=min(1.0, timeout_s / 2))
         if self._janitor is not None:
             self._janitor.set()
         for ext in list(self._external.values()):
             ext.ok, ext.error = False, "service shut down"
             ext.done.set()
-        self.scheduler.shutdown(wait=False)
+        self.scheduler.shutdown(wait=False)  # queued and starting jobs are cancelled
+        self.allocator.close()  # every other waiter is woken and refused
+        self.scheduler.shutdown(wait=True, timeout=max(0.0, deadline - time.monotonic()))
         self.backend.close()
 
     def _on_health(self, event: HealthEvent) -> None:
@@ -331,16 +394,172 @@ class VisionService:
         status["events"] = [e.to_dict() for e in self.health.events()[-50:]]
         return status
 
+    # -- reservations ----------------------------------------------------------------------
+
+    def lease_for(self, lease_s: float | None) -> float:
+        """The lease a reservation gets: ``lease_s`` shortened to ``max_lease_s``, or
+        ``max_lease_s`` when none is asked (leases are always finite).
+
+        Raises:
+            InputError: ``lease_s`` is not positive (field ``leaseS``).
+        """
+        limit = self.config.max_lease_s
+        if lease_s is None:
+            return limit
+        if not lease_s > 0:
+            raise InputError(
+                f"leaseS={lease_s} must be positive (at most {limit:g} s, [gpu] max_lease_s)",
+                details={"field": "leaseS"},
+            )
+        return min(float(lease_s), limit)
+
+    async def reserve(
+        self,
+        owner: str,
+        nbytes: int,
+        *,
+        priority: int = 0,
+        timeout_s: float = 0.0,
+        device: int | None = None,
+        pid: int | None = None,
+        lease_s: float | None = None,
+        size_field: str = "nbytes",
+        gone: Callable[[], bool] | None = None,
+    ) -> Reservation:
+        """Reserve VRAM for a remote client, waiting up to ``timeout_s``.
+
+        Args:
+            owner: Who holds it; only this owner (or the admin) may release or renew it.
+            nbytes: Bytes to reserve.
+            priority: Higher is granted first among waiting requests.
+            timeout_s: Seconds to wait for memory (0: do not wait).
+            device: Device index, or ``None`` for best fit.
+            pid: Owning process on this host.
+            lease_s: Lease, shortened to ``max_lease_s`` (``None``: ``max_lease_s``).
+            size_field: The request field the size came from (named in errors).
+            gone: Polled while waiting; once it returns True (the client went away) the
+                wait ends and nothing is granted.
+
+        Raises:
+            CapacityError: larger than any budget (never fits), or no memory came free within
+                ``timeout_s`` (with ``retry_after_s``).
+            InputError: a bad device or pid.
+            NotFoundError: ``pid`` is not a running process here.
+            WaitCancelled: the client went away, or the service is closing.
+        """
+        lease = self.lease_for(lease_s)
+        if pid is not None and not self.allocator.process_alive(pid):
+            # It would be released as owner_dead at the next cleanup: say so now.
+            raise NotFoundError(
+                f"pid={pid} is not a running process on this host; give the pid of the "
+                "process that uses the memory, or none (the lease then bounds it)",
+                details={"field": "pid"},
+            )
+        try:
+            request = self.allocator.reserve(
+                owner, nbytes, priority, timeout_s, device=device, pid=pid, lease_s=lease
+            )
+        except CapacityError as exc:
+            details = dict(exc.details) if isinstance(exc.details, dict) else {}
+            raise CapacityError(
+                f"{size_field}: {exc.message}", details={**details, "field": size_field}
+            ) from None
+        try:
+            if timeout_s == 0 or gone is None:
+                granted = await request.acquire_async()
+            else:
+                granted = await self._acquire_while_present(request.acquire_async(), gone)
+        except WaitTimeout:
+            raise CapacityError(
+                f"{owner!r} asked for {nbytes / GIB:.2f} GiB of VRAM and none came free within "
+                f"timeoutS={timeout_s} s; retry later, wait longer, or ask for less",
+                details={"field": "timeoutS", "nbytes": nbytes, "timeout_s": timeout_s},
+                retry_after_s=max(1.0, timeout_s),
+            ) from None
+        if gone is not None and gone():
+            granted.release()  # granted as its client left: nobody would ever release it
+            raise WaitCancelled(f"the client of {owner!r} went away; nothing was reserved")
+        return granted
+
+    @staticmethod
+    async def _acquire_while_present(acquire: Any, gone: Callable[[], bool]) -> Reservation:
+        task: asyncio.Future[Reservation] = asyncio.ensure_future(acquire)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=_GONE_POLL_S)
+                if not task.done() and gone():
+                    break
+        finally:
+            if not task.done():
+                # Cancelling runs the allocator's clean-up: the wait ends, nothing is granted
+                # (a grant that raced the cancellation is given back).
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise WaitCancelled("the client went away while waiting; nothing was reserved")
+        return task.result()
+
+    def _authorize(self, r: Reservation, owner: str | None, admin: bool, action: str) -> None:
+        if admin:
+            return
+        if r.model is not None:
+            raise PermissionDenied(
+                f"reservation {r.id} holds resident model {r.model!r}; only the admin token "
+                f"may {action} it"
+            )
+        if owner != r.owner:
+            named = "no owner was named" if owner is None else f"not {owner!r}"
+            raise PermissionDenied(
+                f"reservation {r.id} belongs to {r.owner!r} ({named}); {action} it as its "
+                "owner (owner=<owner>) or with the admin token",
+                details={"field": "owner"},
+            )
+
+    def release_reservation(self, reservation_id: int, *, owner: str | None, admin: bool) -> Any:
+        """Release a reservation as ``owner`` (or as the admin).
+
+        Raises:
+            NotFoundError: no live reservation has this id.
+            PermissionDenied: ``owner`` is not its owner and ``admin`` is False, or it is a
+                resident model and ``admin`` is False.
+            ConflictError: a resident model in use by jobs.
+        """
+        r = self.allocator.get(reservation_id)
+        self._authorize(r, owner, admin, "release")
+        return self.allocator.release(reservation_id)
+
+    def renew_reservation(
+        self, reservation_id: int, lease_s: float | None, *, owner: str | None, admin: bool
+    ) -> Reservation:
+        """Extend a reservation's lease from now by ``lease_s`` (default: its own lease).
+
+        Raises:
+            NotFoundError, PermissionDenied: as :meth:`release_reservation`.
+            InputError: the reservation has no lease (a resident model).
+        """
+        r = self.allocator.get(reservation_id)
+        self._authorize(r, owner, admin, "renew")
+        r.renew(None if lease_s is None else self.lease_for(lease_s))
+        return r
+
     # -- external jobs -------------------------------------------------------------------
 
     def submit_external(self, model: str, priority: int, max_run_s: float | None) -> Job:
-        """Queue a job whose work another process does (see the module docstring)."""
+        """Queue a job whose work another process does (see the module docstring).
+
+        Raises:
+            NotFoundError: unknown model.
+            CapacityError: ``max_queued_jobs`` jobs are queued already.
+        """
         ext = _External()
         limit = min(max_run_s or self.config.max_run_s, self.config.max_run_s)
+        scheduler = self.scheduler
 
         def task(ctx: JobContext) -> dict[str, Any]:
             ext.started = True  # slot and model memory are held from here on
-            if not ext.done.wait(limit):
+            started_at = scheduler.job(ctx.job_id).started_at
+            spent = 0.0 if started_at is None else scheduler.clock() - started_at
+            if not ext.done.wait(max(0.0, limit - spent)):
                 raise WaitTimeout(
                     f"job {ctx.job_id} was not completed within {limit} s; its worker is "
                     "presumed gone and its slot was taken back",
@@ -349,7 +568,8 @@ class VisionService:
                 raise RuntimeError(ext.error or "the worker reported a failure")
             return {"device": ctx.device}
 
-        job = self.scheduler.submit(model, task, priority)
+        # The wait for the model's memory counts against the same limit.
+        job = scheduler.submit(model, task, priority, timeout=limit)
         with self._lock:
             self._external[job.id] = ext
         job.future.add_done_callback(lambda _: self._external.pop(job.id, None))
@@ -374,29 +594,38 @@ class VisionService:
 
         Raises:
             NotFoundError: unknown job.
-            ConflictError: the job is not running.
+            ConflictError: the job is not running (a queued or starting job is cancelled
+                instead).
         """
         job = self.scheduler.job(job_id)
         ext = self._external.get(job_id)
         status = self.job_status(job)
         if status != "running" or ext is None:
-            raise ConflictError(f"job {job_id} is {status}; only a running job can be completed")
+            hint = ""
+            if status in ("queued", "starting"):
+                hint = f"; cancel it with DELETE .../jobs/{job_id} instead"
+            raise ConflictError(
+                f"job {job_id} is {status}; only a running job can be completed{hint}"
+            )
         ext.ok, ext.error = ok, error
         ext.done.set()
         return job
 
-    def cancel_queued(self, job_id: str) -> Job:
-        """Cancel a job that is still queued.
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a job that is queued or starting (waiting for its model's memory); what it
+        held (its slot, a grant of memory) is released.
 
         Raises:
             NotFoundError: unknown job.
-            ConflictError: the job is past the queue (a running job ends with
+            ConflictError: the job is running or finished (a running job ends with
                 :meth:`complete_external`).
         """
         job = self.scheduler.job(job_id)
-        if not self.scheduler.cancel(job.id):
+        ext = self._external.get(job.id)
+        # A started job's worker holds the slot: it ends by completing.
+        if (ext is not None and ext.started) or not self.scheduler.cancel(job.id):
             raise ConflictError(
-                f"job {job.id} is {self.job_status(job)}; only queued jobs can be cancelled "
-                "(a running job ends with POST .../complete)"
+                f"job {job.id} is {self.job_status(job)}; only queued or starting jobs can be "
+                "cancelled (a running job ends with POST .../complete)"
             )
         return job
