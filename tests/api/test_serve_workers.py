@@ -122,7 +122,9 @@ def test_vram_reservations_are_one_ledger(server: Server) -> None:
         assert status == 200 and [r["id"] for r in body["data"]] == [rid]
     owners = {server.call("GET", f"{base}/{rid}")[1]["X-Workbench-Worker"] for _ in range(6)}
     assert len(owners) == 1  # always the vision owner
-    assert server.call("DELETE", f"{base}/{rid}")[0] == 200
+    owner = granted[0]["owner"]
+    assert server.call("DELETE", f"{base}/{rid}")[0] == 403  # only its owner, or an admin
+    assert server.call("DELETE", f"{base}/{rid}?owner={owner}")[0] == 200
     for _ in range(6):
         assert server.call("GET", base)[2]["data"] == []
     status, _, body = server.call("POST", base, {"owner": "next", "sizeGB": 20, "timeoutS": 0})

@@ -39,6 +39,7 @@ class Counter:
     def __init__(self) -> None:
         self.value = 0
         self.closed = False
+        self.saw_disconnect = False
 
     def close(self) -> None:
         self.closed = True
@@ -63,6 +64,18 @@ async def incr(req: ApiRequest) -> Any:
     svc = COUNTER.of(req)
     svc.value += 1
     return {"value": svc.value}
+
+
+@counter_router.get("/wait", summary="Wait until the client goes away (at most 5 s)")
+async def wait(req: ApiRequest) -> Any:
+    svc = COUNTER.of(req)
+    for _ in range(50):
+        transport = req.request.transport
+        if transport is None or transport.is_closing():
+            svc.saw_disconnect = True
+            break
+        await asyncio.sleep(0.1)
+    return {"waited": True}
 
 
 @counter_router.get("/stream", summary="A streamed answer")
@@ -325,3 +338,24 @@ def test_an_unknown_rate_limit_store_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"\[api\] rate_limits"):
         create_app(Settings(sections={"api": {"rate_limits": "memcached"}}), routers=[])
+
+
+def test_a_client_that_goes_away_is_seen_by_the_owner() -> None:
+    async def scenario() -> None:
+        async with two_workers() as (ports, apps):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
+            writer.write(
+                f"GET /counter/wait HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.close()
+            svc = apps[0][COUNTER.key]
+            for _ in range(30):
+                if svc.saw_disconnect:
+                    break
+                await asyncio.sleep(0.1)
+            assert svc.saw_disconnect, "the owner kept serving a request nobody waits for"
+
+    run(scenario)

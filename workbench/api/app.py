@@ -54,6 +54,7 @@ from workbench.api.services import ServiceSpec, close_service, validate_services
 from workbench.api.workers import (
     CLIENT_HEADER,
     WORKER_HEADER,
+    ClientGone,
     Forwarder,
     WorkerInfo,
     assign_owners,
@@ -228,6 +229,9 @@ def _make_middleware(
             response = await handler(request)
         except _Refusal as exc:
             response = _error(exc.status, exc.code, exc.message, rid, exc.details, exc.headers)
+        except ClientGone:
+            logger.debug("client of %s %s went away", request.method, request.path)
+            return web.Response(status=499)  # nobody reads it
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -40,6 +40,7 @@ the GPU monitor's readings exported by the vision owner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ logger = logging.getLogger(__name__)
 WORKER_HEADER = "X-Workbench-Worker"
 #: Request header carrying the original client's address on a forwarded request.
 CLIENT_HEADER = "X-Workbench-Client"
+#: How often a forwarding worker checks whether its client is still connected, seconds.
+DISCONNECT_POLL_S = 0.1
+
 #: Request header asking a worker for its own metrics only (used when gathering them).
 LOCAL_METRICS_HEADER = "X-Workbench-Local-Metrics"
 
@@ -124,6 +128,10 @@ def is_internal(request: web.Request) -> bool:
     return isinstance(transport.get_extra_info("sockname"), str)
 
 
+class ClientGone(Exception):
+    """The client of a forwarded request disconnected; nobody is left to answer."""
+
+
 class Forwarder:
     """Sends requests to the other workers over their Unix sockets (one pooled client each)."""
 
@@ -155,9 +163,28 @@ class Forwarder:
     ) -> web.StreamResponse:
         """Send ``request`` to worker ``index`` and relay its answer (streamed as it comes).
 
+        If the client goes away first, the request to the owner is cancelled and its
+        connection closed, so the owner sees the disconnect too (a VRAM wait then ends
+        instead of granting memory nobody will use).
+
         Raises:
             BackendUnavailable: the owner does not answer.
         """
+        relay = asyncio.ensure_future(self._relay(request, index, request_id, service))
+        while True:
+            done, _ = await asyncio.wait({relay}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return relay.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await relay
+                raise ClientGone(f"the client went away before worker {index} answered")
+
+    async def _relay(
+        self, request: web.Request, index: int, request_id: str, service: str
+    ) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers[CLIENT_HEADER] = request.remote or ""
         headers["X-Request-Id"] = request_id
