@@ -28,6 +28,29 @@ def configure_logging(level: str | int = "INFO", *, json_lines: bool = False) ->
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())
     root.propagate = False
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequestFilter) for f in server.filters):
+        server.addFilter(_MalformedRequestFilter())
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp answers a request it cannot parse (a NUL byte in a header, a bad request line)
+    with 400 itself, then logs the parser's traceback at ERROR. That is the client's fault,
+    not the server's: keep one line, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"malformed request answered 400: {exc!s}".replace("\n", " ")[:300]
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class _JsonFormatter(logging.Formatter):

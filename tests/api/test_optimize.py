@@ -477,13 +477,13 @@ def test_admin_deletes_task_types_and_studies(tmp_path: Any) -> None:
             "/api/v1/parameters/feedback", json={"executions": [_execution("real")]}, headers=H
         )
         assert r.status == 409
-        r = await client.delete("/api/v1/parameters/junk-1", headers=H)
+        r = await client.delete("/api/v1/parameters/task-types/junk-1", headers=H)
         assert r.status == 403
-        r = await client.delete("/api/v1/parameters/junk-1", headers=HA)
+        r = await client.delete("/api/v1/parameters/task-types/junk-1", headers=HA)
         assert r.status == 200, await r.text()
-        r = await client.delete("/api/v1/parameters/junk-1", headers=HA)
+        r = await client.delete("/api/v1/parameters/task-types/junk-1", headers=HA)
         assert r.status == 404
-        r = await client.delete("/api/v1/parameters/a%20b", headers=HA)
+        r = await client.delete("/api/v1/parameters/task-types/a%20b", headers=HA)
         assert r.status == 400
         r = await client.post(
             "/api/v1/parameters/feedback", json={"executions": [_execution("real")]}, headers=H

@@ -70,3 +70,30 @@ def test_feedback_batches_sharing_task_types_run_concurrently_without_deadlock()
     counts = asyncio.run(main())
     assert [sum(c.values()) for c in counts] == [2, 2, 2, 2]
     assert {t: len(o.trials) for t, o in svc.learner.tasks().items()} == {"a": 3, "b": 3, "c": 2}
+
+
+def test_a_request_waits_for_a_busy_study_only_lock_wait_s() -> None:
+    """A queue of requests on one study never makes a request wait without bound."""
+    import asyncio
+    import time
+
+    import pytest
+
+    from workbench.errors import CapacityError
+    from workbench.optimize.service import OptimizeConfig, OptimizeService
+
+    async def scenario() -> None:
+        svc = OptimizeService(OptimizeConfig(store="memory", lock_wait_s=0.2))
+        async with svc.locked(["s"]):
+            t0 = time.perf_counter()
+            with pytest.raises(CapacityError, match="busy") as info:
+                async with svc.locked(["s"]):
+                    pass
+            assert 0.15 < time.perf_counter() - t0 < 1.0
+            assert info.value.retry_after_s == 1.0
+            async with svc.locked(["other"]):
+                pass  # another study is not held up
+        async with svc.locked(["s"]):
+            pass  # released after the refusal too
+
+    asyncio.run(scenario())

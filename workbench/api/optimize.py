@@ -52,6 +52,9 @@ from workbench.optimize.storage import STUDY_NAME_PATTERN
 
 __all__ = ["SERVICE", "router"]
 
+#: Why a request on a study may get 409: another request held it for [optimize] lock_wait_s.
+BUSY = "the study is busy with other requests ([optimize] lock_wait_s); see Retry-After"
+
 #: The OpenAPI pattern of the {study} path parameter (validated again by the service).
 STUDY = {"study": STUDY_NAME_PATTERN}
 
@@ -240,6 +243,7 @@ def _service(req: ApiRequest) -> OptimizeService:
     body=ParameterRequest,
     envelope=False,
     summary="Suggest LLM parameters for a request",
+    responses={409: BUSY},
 )
 async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
     """The task's rule-based profile until feedback arrives, then the BO suggestion, clipped to
@@ -287,7 +291,7 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
     body=FeedbackBatch,
     envelope=False,
     summary="Learn from executions (one or many)",
-    responses={409: "the task-type slots are full (max_task_types); see Retry-After"},
+    responses={409: "the task-type slots are full (max_task_types), or " + BUSY},
 )
 async def parameters_feedback(req: ApiRequest) -> dict[str, Any]:
     records = [f.model_dump() for f in req.body.executions]
@@ -319,11 +323,12 @@ async def parameters_health(req: ApiRequest) -> dict[str, Any]:
 
 
 @router.delete(
-    "/parameters/{taskType}",
+    "/parameters/task-types/{taskType}",
     path_params={"taskType": TASK_TYPE_PATTERN},
     envelope=False,
     admin=True,
     summary="Forget a task type (what it learnt and its slot)",
+    responses={409: BUSY},
 )
 async def forget_task_type(req: ApiRequest) -> dict[str, Any]:
     task = req.path["taskType"]
@@ -346,7 +351,7 @@ def _in_space(exc: InputError) -> InputError:
     body=StudyCreate,
     status=201,
     summary="Create a study",
-    responses={409: "the study exists, or max_studies studies do"},
+    responses={409: "the study exists, or max_studies studies do, or " + BUSY},
 )
 async def create_study(req: ApiRequest) -> Reply:
     from workbench.optimize import Optimizer, SearchSpace
@@ -378,14 +383,24 @@ async def create_study(req: ApiRequest) -> Reply:
     )
 
 
-@router.delete("/optimize/{study}", path_params=STUDY, admin=True, summary="Delete a study")
+@router.delete(
+    "/optimize/{study}",
+    path_params=STUDY,
+    admin=True,
+    summary="Delete a study",
+    responses={409: BUSY},
+)
 async def delete_study(req: ApiRequest) -> dict[str, Any]:
     await _service(req).delete(req.path["study"])
     return {"deleted": req.path["study"]}
 
 
 @router.post(
-    "/optimize/{study}/ask", path_params=STUDY, body=AskBody, summary="Suggest configurations"
+    "/optimize/{study}/ask",
+    path_params=STUDY,
+    body=AskBody,
+    summary="Suggest configurations",
+    responses={409: BUSY},
 )
 async def ask(req: ApiRequest) -> dict[str, Any]:
     """Suggestions within ``[optimize] ask_time_limit_s``; ``info.truncated`` says whether the
@@ -394,7 +409,13 @@ async def ask(req: ApiRequest) -> dict[str, Any]:
     return {"trials": [t.to_dict() for t in trials], "info": info}
 
 
-@router.post("/optimize/{study}/tell", path_params=STUDY, body=TellBody, summary="Report outcomes")
+@router.post(
+    "/optimize/{study}/tell",
+    path_params=STUDY,
+    body=TellBody,
+    summary="Report outcomes",
+    responses={409: BUSY},
+)
 async def tell(req: ApiRequest) -> dict[str, Any]:
     body: TellBody = req.body
     target: Any = body.trial_id if body.trial_id is not None else body.params

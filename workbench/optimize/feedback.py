@@ -35,7 +35,7 @@ completed observations that has not been seen (given feedback or asked for a sug
 ``expire_idle_s`` expires when a new task type needs its slot: the longest idle goes first,
 and it is deleted from the store too. A task type with ``expire_below`` observations or more
 is never expired (it is real); :meth:`FeedbackLearner.forget` deletes any task type at once
-(the admin route ``DELETE /api/v1/parameters/{taskType}``). When no slot can be freed the
+(the admin route ``DELETE /api/v1/parameters/task-types/{taskType}``). When no slot can be freed the
 learner raises :class:`~workbench.errors.CapacityError` with ``retry_after_s`` set to when
 enough slots will have expired (``None`` when waiting cannot help). When a task type was last
 seen is kept in memory, and after a restart taken from its newest trial's timestamp. Why
@@ -288,7 +288,7 @@ class FeedbackLearner:
                     f"(max_task_types={self.max_task_types}) and cannot take {len(new)} more: "
                     f"task types with fewer than {self.expire_below} observations expire after "
                     f"{self.expire_idle_s:g} s idle; reuse an existing task type, retry later, "
-                    "or delete one (DELETE /api/v1/parameters/{taskType})",
+                    "or delete one (DELETE /api/v1/parameters/task-types/{taskType})",
                     details={"field": "task_type"},
                     retry_after_s=retry,
                 )

@@ -55,6 +55,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_dimensions": (1, MAX_DIMENSIONS),
     "max_batch": (1, MAX_BATCH),
     "ask_time_limit_s": (1e-6, 3600.0),
+    "lock_wait_s": (1e-3, 600.0),
     "max_studies": (1, 1_000_000),
     "max_task_types": (1, 100_000),
     "task_type_expire_idle_s": (0.0, 10 * 365 * 86400.0),
@@ -74,6 +75,8 @@ class OptimizeConfig:
         max_batch: Most configurations one ask may request (1-64).
         ask_time_limit_s: Wall-time bound of one ask (seconds, > 0): the acquisition stops
             there and the best candidates found so far are returned, marked truncated.
+        lock_wait_s: Longest a request waits for a study busy with other requests before
+            it is refused with 409 and ``Retry-After`` (seconds).
         max_studies: Most ask/tell studies held (the learner's task types do not count).
         max_task_types: Most task types the feedback learner holds.
         task_type_expire_idle_s: Idle seconds after which a task type with few observations
@@ -87,6 +90,7 @@ class OptimizeConfig:
     max_dimensions: int = 64
     max_batch: int = 64
     ask_time_limit_s: float = 10.0
+    lock_wait_s: float = 5.0
     max_studies: int = 1024
     max_task_types: int = 256
     task_type_expire_idle_s: float = 86400.0
@@ -184,10 +188,26 @@ class OptimizeService:
 
     @asynccontextmanager
     async def locked(self, names: Sequence[str]) -> AsyncIterator[None]:
-        """Hold the locks of every study in ``names``, taken in name order."""
+        """Hold the locks of every study in ``names``, taken in name order.
+
+        Raises:
+            CapacityError: a lock stayed taken for ``lock_wait_s`` (the study is busy with
+                other requests; ``retry_after_s`` says when to retry), so no request waits
+                without bound behind a queue of others.
+        """
         async with AsyncExitStack() as stack:
             for name in sorted(set(names)):
-                await stack.enter_async_context(self.lock_for(name))
+                lock = self.lock_for(name)
+                try:
+                    await asyncio.wait_for(lock.acquire(), self.config.lock_wait_s)
+                except TimeoutError:
+                    raise CapacityError(
+                        f"study {name!r} is busy with other requests (waited "
+                        f"{self.config.lock_wait_s:g} s, [optimize] lock_wait_s); retry shortly",
+                        details={"study": name},
+                        retry_after_s=1.0,
+                    ) from None
+                stack.callback(lock.release)
             yield
 
     # ----- studies ---------------------------------------------------------------------------
@@ -283,10 +303,10 @@ class OptimizeService:
         if name.startswith(STUDY_PREFIX):
             raise InputError(
                 f"{name!r} is a task type's study; delete it with "
-                f"DELETE /api/v1/parameters/{name[len(STUDY_PREFIX) :]}",
+                f"DELETE /api/v1/parameters/task-types/{name[len(STUDY_PREFIX) :]}",
                 details={"field": "study"},
             )
-        async with self.lock_for(name), self._registry:
+        async with self.locked([name]), self._registry:
             held = self.studies.pop(name, None) is not None
             stored = self.store is not None and await asyncio.to_thread(self.store.delete, name)
         if not (held or stored):
@@ -318,7 +338,7 @@ class OptimizeService:
                 details={"field": "n"},
             )
         opt = await self.study(name)
-        async with self.lock_for(name):
+        async with self.locked([name]):
             self._check_current(name, opt)
             limit = self.config.ask_time_limit_s
             trials = await asyncio.to_thread(opt.ask_batch, n, time_limit_s=limit)
@@ -336,7 +356,7 @@ class OptimizeService:
     ) -> Trial:
         """Report a trial of the study ``name`` (see :meth:`Optimizer.tell`) and persist it."""
         opt = await self.study(name)
-        async with self.lock_for(name):
+        async with self.locked([name]):
             self._check_current(name, opt)
             told = opt.tell(trial, outcomes, failed=failed)
             await self.save(opt)
@@ -356,7 +376,7 @@ class OptimizeService:
             expected = opt.best().outcomes.get("score")
             return ParameterSuggestion(params, len(done), expected, dict(opt.last_info))
 
-        async with self.lock_for(STUDY_PREFIX + task_type):
+        async with self.locked([STUDY_PREFIX + task_type]):
             return await asyncio.to_thread(run)
 
     async def observe(self, records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -368,5 +388,5 @@ class OptimizeService:
     async def forget_task_type(self, task_type: str) -> None:
         """Delete a task type and what it learnt (see :meth:`FeedbackLearner.forget`)."""
         self.learner.check_task_type(task_type)
-        async with self.lock_for(STUDY_PREFIX + task_type):
+        async with self.locked([STUDY_PREFIX + task_type]):
             await asyncio.to_thread(self.learner.forget, task_type)
