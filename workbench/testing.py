@@ -5,6 +5,8 @@
 - :func:`nvml_available`: whether NVML (a real NVIDIA driver) is usable here.
 - :func:`kill_then_bounded`: run a teardown after killing the process it waits on, bounded in
   time (the notebook suite wraps nbval's kernel stop with it).
+- :class:`ServeProcess`: ``workbench serve`` (or any HTTP server command) as a child process,
+  waited for until every worker's owned routes answer, and stopped within a bound.
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
 
 __all__ = [
+    "ServeProcess",
     "free_port",
     "kill_then_bounded",
     "nvml_available",
@@ -166,3 +174,136 @@ def kill_then_bounded(pid: int | None, teardown: Callable[[], object], timeout_s
     if failure:
         raise failure[0]
     return True
+
+
+class ServeProcess:
+    """An HTTP server as a child process: ``workbench serve`` by default.
+
+    ``ServeProcess(workers=2, env=...)`` starts ``python -m workbench.cli serve --port P
+    --workers 2`` on a free loopback port, its output to ``log`` (a file, kept for the
+    assertion messages) or discarded. :meth:`wait_ready` polls until the given paths answer
+    200 from every worker (the ``X-Workbench-Worker`` header names the worker, and a forwarded
+    route answers only once its owning worker is up), failing at once if the process exits.
+    Leaving the ``with`` block terminates it, then kills it after ``stop_timeout_s``.
+
+    Args:
+        workers: ``--workers``.
+        env: The child's environment (``os.environ`` when None).
+        log: Where the child's stdout and stderr go (None: discarded).
+        args: A whole command instead of ``workbench serve`` (``{port}`` is filled in).
+        stop_timeout_s: How long :meth:`stop` waits after SIGTERM before SIGKILL.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        env: Mapping[str, str] | None = None,
+        log: Path | None = None,
+        args: Iterable[str] | None = None,
+        stop_timeout_s: float = 20.0,
+    ) -> None:
+        self.port = free_port()
+        self.workers = workers
+        self.log = log
+        self.stop_timeout_s = stop_timeout_s
+        if args is None:
+            cmd = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(self.port)]
+            cmd += ["--workers", str(workers)]
+        else:
+            cmd = [a.replace("{port}", str(self.port)) for a in args]
+        self._log_file = log.open("wb") if log is not None else None
+        self.proc = subprocess.Popen(
+            cmd,
+            env=dict(os.environ if env is None else env),
+            stdout=self._log_file if self._log_file is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+    def url(self, path: str = "") -> str:
+        """``http://127.0.0.1:<port><path>``."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def output(self) -> str:
+        """What the child wrote so far (empty without a log)."""
+        if self.log is None:
+            return ""
+        if self._log_file is not None:
+            self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(
+        self,
+        paths: Iterable[str] = ("/health",),
+        *,
+        token: str | None = None,
+        timeout_s: float = 90.0,
+        every_worker: bool = True,
+    ) -> None:
+        """Poll ``paths`` until each answered 200 and, with ``every_worker``, every worker
+        answered one of them (a route owned by one worker always answers from its owner, so
+        list a route of each owner).
+
+        Raises:
+            AssertionError: the process exited first, or ``timeout_s`` passed; the message
+                holds the end of its output.
+        """
+        paths = tuple(paths)
+        want = {str(i) for i in range(self.workers)} if every_worker else set()
+        seen: dict[str, set[str]] = {p: set() for p in paths}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"server exited with {self.proc.returncode} before answering:\n"
+                    + self.output()[-3000:]
+                )
+            for path in paths:
+                worker = self._probe(path, token)
+                if worker is not None:
+                    seen[path].add(worker)
+            if all(seen.values()) and want <= set().union(*seen.values()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{paths} did not answer from workers {sorted(want)} within {timeout_s} s "
+                    f"(seen: {seen}):\n" + self.output()[-3000:]
+                )
+            time.sleep(0.05)  # polling a child process's readiness, not papering over a race
+
+    def _probe(self, path: str, token: str | None) -> str | None:
+        req = urllib.request.Request(self.url(path))
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    return str(r.headers.get("X-Workbench-Worker", "0"))
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None  # still starting
+        return None
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after ``stop_timeout_s``; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return int(self.proc.returncode)
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -16,15 +16,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from workbench.testing import free_port
+from workbench.testing import ServeProcess
 
 TOKEN = "fuzz-api-token-0123"
 ADMIN = "fuzz-admin-token-0123"
@@ -49,22 +46,7 @@ def _st() -> str:
     return exe
 
 
-def _wait(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90
-    seen: set[str] = set()
-    while time.monotonic() < deadline and seen != {"0", "1"}:
-        assert proc.poll() is None, "serve exited before answering"
-        for path in ("/api/v1/vision/health", "/api/v1/parameters/health"):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-                    seen.add(r.headers["X-Workbench-Worker"])
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)  # still starting: poll until the deadline
-    assert seen == {"0", "1"}, "the owners did not come up within 90 s"
-
-
 def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
-    port = free_port()
     env = dict(
         os.environ,
         WORKBENCH_API_TOKEN=TOKEN,
@@ -77,20 +59,13 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         WORKBENCH_OPTIMIZE__ASK_TIME_LIMIT_S="2",
         WORKBENCH_OPTIMIZE__LOCK_WAIT_S="2",
     )
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     report = tmp_path / "junit.xml"
-    try:
-        _wait(port, proc)
+    with ServeProcess(workers=2, env=env, log=tmp_path / "serve.log") as server:
+        server.wait_ready(("/api/v1/vision/health", "/api/v1/parameters/health"))
         cmd = [
             _st(),
             "run",
-            f"http://127.0.0.1:{port}/openapi.json",
+            server.url("/openapi.json"),
             "--header",
             f"Authorization: Bearer {TOKEN}",
             "--checks",
@@ -123,10 +98,6 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         for check in EXCLUDED:
             cmd += ["--exclude-checks", check]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 120)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
     text = out.stdout + out.stderr
     server_log = (tmp_path / "serve.log").read_text(errors="replace")
     assert "Traceback" not in server_log, server_log[-4000:]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from workbench.testing import free_port
+from workbench.testing import ServeProcess
 
 TOKEN = "shutdown-test-token"
 
@@ -39,40 +37,25 @@ def _call(port: int, method: str, path: str, body: Any = None, timeout: float = 
         return int(e.code)
 
 
+def _waiting(port: int) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/vision/metrics")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return int(json.loads(r.read())["data"]["waitingReservations"])
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_stops_serve_within_ten_seconds(workers: int, tmp_path: Path) -> None:
-    port = free_port()
     env = dict(
         os.environ,
         WORKBENCH_API_TOKEN=TOKEN,
         WORKBENCH_DATA_DIR=str(tmp_path),
         WORKBENCH_GPU__BACKEND="simulated",
     )
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workbench.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = ServeProcess(workers=workers, env=env, log=tmp_path / "serve.log")
+    proc, port = server.proc, server.port
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if _call(port, "GET", "/api/v1/vision/status", timeout=5) == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.2)  # still starting
+        server.wait_ready(("/api/v1/vision/status",), token=TOKEN, every_worker=False)
         # The whole budget (20 of 24 GiB) is held ...
         assert (
             _call(port, "POST", "/api/v1/vision/reservations", {"owner": "holder", "sizeGB": 20})
@@ -93,17 +76,18 @@ def test_sigterm_stops_serve_within_ten_seconds(workers: int, tmp_path: Path) ->
         assert _call(port, "POST", "/api/v1/ab-mcts/auto-pilot/start") == 200
         for i in range(20):
             _call(port, "POST", "/api/v1/ab-mcts/auto-pilot/submit", {"userRequest": f"task {i}"})
-        time.sleep(0.5)  # let the waiter reach the server: the point is a wait in flight
+        # The point is a wait in flight: poll until the allocator reports the waiter.
+        deadline = time.monotonic() + 30
+        while _waiting(port) < 1:
+            assert time.monotonic() < deadline, "the reservation never started waiting"
+            time.sleep(0.05)  # polling the server's state, not papering over a race
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
         elapsed = time.monotonic() - t0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-    text = (tmp_path / "serve.log").read_text(errors="replace")
+        server.stop()  # a no-op once it has exited; kills it otherwise
+    text = server.output()
     assert elapsed < 10, f"serve took {elapsed:.1f} s to stop:\n{text[-3000:]}"
     assert "killing it" not in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -21,27 +20,22 @@ from typing import Any
 
 import pytest
 
-from workbench.testing import free_port
+from workbench.testing import ServeProcess, free_port
 
 TOKEN = "workers-api-token"
 ADMIN = "workers-admin-token"
 GIB = 1024**3
 
 
-class Server:
-    def __init__(self, port: int, data_dir: Path, proc: subprocess.Popen[bytes]) -> None:
-        self.port = port
-        self.data_dir = data_dir
-        self.proc = proc
+class Server(ServeProcess):
+    data_dir: Path
 
     def call(
         self, method: str, path: str, body: Any = None, token: str | None = TOKEN
     ) -> tuple[int, dict[str, str], Any]:
         """One request on a new connection: status, headers, decoded body."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", data=data, method=method
-        )
+        req = urllib.request.Request(self.url(path), data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if token:
@@ -56,7 +50,6 @@ class Server:
 
 
 def _start(tmp: Path, *extra_env: tuple[str, str]) -> Server:
-    port = free_port()
     env = dict(
         os.environ,
         WORKBENCH_API_TOKEN=TOKEN,
@@ -66,39 +59,21 @@ def _start(tmp: Path, *extra_env: tuple[str, str]) -> Server:
         WORKBENCH_MCTS__RUST_RECOMMEND_PER_MIN="4",
     )
     env.update(dict(extra_env))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    server = Server(port, tmp, proc)
-    deadline = time.monotonic() + 90
-    answered: set[str] = set()
-    while time.monotonic() < deadline and answered != {"0", "1"}:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise AssertionError(f"serve exited with {proc.returncode}: {out}")
-        try:
-            # A forwarded route answers only once its owner is up: wait for both owners.
-            for path in ("/api/v1/vision/status", "/api/v1/parameters/analytics"):
-                status, headers, _ = server.call("GET", path)
-                if status == 200:
-                    answered.add(headers["X-Workbench-Worker"])
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)  # still starting: poll until the deadline
-    assert answered == {"0", "1"}, "the workers' owners did not come up within 90 s"
+    server = Server(workers=2, env=env, log=tmp / "serve.log")
+    server.data_dir = tmp
+    try:
+        # A forwarded route answers only once its owner is up: wait for both owners.
+        server.wait_ready(("/api/v1/vision/status", "/api/v1/parameters/analytics"), token=TOKEN)
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = _start(tmp_path_factory.mktemp("serve-workers"))
-    try:
+    with _start(tmp_path_factory.mktemp("serve-workers")) as s:
         yield s
-    finally:
-        s.proc.terminate()
-        s.proc.wait(timeout=20)
 
 
 def test_connections_land_on_both_workers(server: Server) -> None:

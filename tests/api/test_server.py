@@ -2,9 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -13,7 +10,7 @@ import pytest
 from workbench.api.server import check_bind_allowed
 from workbench.config import Settings
 from workbench.errors import ConfigError
-from workbench.testing import free_port
+from workbench.testing import ServeProcess
 
 
 def test_refuses_public_bind_without_token() -> None:
@@ -38,40 +35,15 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_answers_health_within_five_seconds(workers: int) -> None:
-    port = free_port()
     env = dict(os.environ, WORKBENCH_API_TOKEN="serve-test-token")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workbench.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    start = time.monotonic()
-    try:
-        status = None
-        while time.monotonic() - start < 5.0:
-            try:
-                status, body = _get(f"http://127.0.0.1:{port}/health")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                # the server is still starting; poll again until the 5 s deadline
-                time.sleep(0.05)
-        assert status == 200, f"no /health within 5 s: {proc.poll()}"
+    with ServeProcess(workers=workers, env=env) as server:
+        port = server.port
+        server.wait_ready(("/health",), timeout_s=5.0, every_worker=False)
+        status, body = _get(server.url("/health"))
+        assert status == 200
         assert body["data"]["status"] == "healthy"
         assert _get(f"http://127.0.0.1:{port}/openapi.json")[0] == 401
         status, doc = _get(f"http://127.0.0.1:{port}/openapi.json", "serve-test-token")
         assert status == 200 and doc["openapi"].startswith("3.")
         pids = {_get(f"http://127.0.0.1:{port}/health")[1]["data"]["pid"] for _ in range(40)}
         assert len(pids) <= workers
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

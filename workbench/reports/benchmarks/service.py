@@ -23,13 +23,9 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from workbench.reports.bench import BenchContext, Measurement
-from workbench.testing import free_port
+from workbench.testing import ServeProcess
 
 __all__ = ["run"]
 
@@ -51,34 +47,6 @@ _BARE_APP = textwrap.dedent(
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
     """
 )
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.05)  # the server is starting; poll until the deadline
-    raise RuntimeError(f"no answer from {url} within {timeout_s} s")
-
-
-@contextmanager
-def _server(args: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/health", proc)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wrk(url: str, seconds: int, headers: dict[str, str] | None = None) -> float:
@@ -112,22 +80,10 @@ def run(ctx: BenchContext) -> list[Measurement]:
     out = []
     env = dict(os.environ, WORKBENCH_API_TOKEN=_TOKEN, WORKBENCH_LOG_LEVEL="WARNING")
     for tool, workers in ctx.progress(cases, desc="service"):
-        port = free_port()
-        if tool == "aiohttp-bare":
-            args = [sys.executable, "-c", _BARE_APP, str(port)]
-        else:
-            args = [
-                sys.executable,
-                "-m",
-                "workbench.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ]
-        with _server(args, port, env):
-            url = f"http://127.0.0.1:{port}/health"
+        args = [sys.executable, "-c", _BARE_APP, "{port}"] if tool == "aiohttp-bare" else None
+        with ServeProcess(workers=workers, env=env, args=args, stop_timeout_s=10) as server:
+            server.wait_ready(("/health",), timeout_s=20, every_worker=False)
+            url = server.url("/health")
             _wrk(url, 1)  # warm up
             rate = _wrk(url, seconds, {"Authorization": f"Bearer {_TOKEN}"})
         out.append(
@@ -155,8 +111,6 @@ def _forwarding(ctx: BenchContext, env: dict[str, str]) -> list[Measurement]:
     import aiohttp
 
     per_connection = 50 if ctx.quick else 400
-    port = free_port()
-    args = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--workers", "2"]
     headers = {"Authorization": f"Bearer {_TOKEN}"}
     route = "/api/v1/vision/reservations"
 
@@ -165,7 +119,7 @@ def _forwarding(ctx: BenchContext, env: dict[str, str]) -> list[Measurement]:
         for _ in range(16):
             connector = aiohttp.TCPConnector(limit=1)
             async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-                base = f"http://127.0.0.1:{port}"
+                base = server.url()
                 async with http.get(f"{base}/health") as r:
                     edge = r.headers["X-Workbench-Worker"]
                 async with http.get(f"{base}{route}") as r:
@@ -178,7 +132,9 @@ def _forwarding(ctx: BenchContext, env: dict[str, str]) -> list[Measurement]:
                     samples[kind].append(time.perf_counter() - t0)
         return samples
 
-    with _server(args, port, dict(env, WORKBENCH_GPU__BACKEND="simulated")):
+    server_env = dict(env, WORKBENCH_GPU__BACKEND="simulated")
+    with ServeProcess(workers=2, env=server_env, stop_timeout_s=10) as server:
+        server.wait_ready(("/health",), timeout_s=20, every_worker=False)
         samples = asyncio.run(measure())
     params = {"workers": 2, "route": route, "requests_per_connection": per_connection}
     out = []
