@@ -205,6 +205,27 @@ def test_set_if_version_refuses_a_stale_version(redis_adapter: RedisAdapter) -> 
         redis_adapter.set_if_version(key, "x", 2)  # type: ignore[arg-type]
 
 
+def test_set_versioned_overwrites_and_refuses_writers_of_the_old_version(
+    redis_adapter: RedisAdapter,
+) -> None:
+    key = redis_adapter.key("owned")
+    assert redis_adapter.set_versioned(key, b"first") == 1  # a new key
+    assert redis_adapter.ttl(key) is None
+    assert redis_adapter.set_if_version(key, b"cas", 1) == 2
+    assert redis_adapter.set_versioned(key, b"forced", ttl_s=60) == 3
+    assert redis_adapter.set_if_version(key, b"stale", 2) is None  # read before the overwrite
+    assert redis_adapter.get_versioned(key) == (b"forced", 3)
+    ttl = redis_adapter.ttl(key)
+    assert ttl is not None and 55 < ttl <= 60
+    assert redis_adapter.set_versioned(key, b"kept") == 4
+    ttl = redis_adapter.ttl(key)
+    assert ttl is not None and 55 < ttl <= 60  # None keeps the expiry
+    with pytest.raises(InputError, match="bytes"):
+        redis_adapter.set_versioned(key, "x")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="ttl_s"):
+        redis_adapter.set_versioned(key, b"x", ttl_s=0)
+
+
 def test_token_bucket_on_a_driven_clock(redis_adapter: RedisAdapter) -> None:
     key = redis_adapter.key("rate", "client-a")
     now = 1_000.0

@@ -19,6 +19,8 @@ speed:
 - :meth:`RedisAdapter.set_if_version`: a versioned compare-and-set in one Lua script. The value
   and its version live together in one hash (fields ``value`` and ``version``) rather than in a
   companion key, so they expire, are deleted and map to a cluster slot as one key.
+  :meth:`RedisAdapter.set_versioned` is its unconditional write (the version still rises, so
+  a conditional writer that read the old value is refused).
 - :meth:`RedisAdapter.take_token`: a token bucket in one Lua script, timed by the Redis server's
   clock (``TIME``) so that workers on hosts with skewed clocks share one limit.
 
@@ -58,6 +60,18 @@ end
 local version = current + 1
 redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', version)
 local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return version
+"""
+
+# KEYS[1]: a hash {value, version}. ARGV: value, ttl in ms (0: keep expiry). Writes
+# unconditionally and returns the new version (the old one plus one; 1 for a new key).
+_SET_VERSIONED = """
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'value', ARGV[1])
+local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
@@ -406,6 +420,32 @@ class RedisAdapter:
         ttl_ms = 0 if ttl_s is None else max(1, int(ttl_s * 1000))
         reply = self.script(_SET_IF_VERSION)([key], [bytes(value), expected_version, ttl_ms])
         return None if reply is None else int(reply)
+
+    def set_versioned(self, key: str, value: bytes, *, ttl_s: float | None = None) -> int:
+        """Store ``value`` at ``key`` whatever its version, and bump the version.
+
+        The write of a single owner, or a deliberate overwrite, on a key that others update
+        with :meth:`set_if_version`: every such writer that read the old version is then
+        refused and reads again, so no conditional update is based on a value this call
+        replaced.
+
+        Args:
+            key: A full key (from :meth:`key`), holding a hash as :meth:`set_if_version`
+                writes it (or absent).
+            value: The new value.
+            ttl_s: Expire the key after this many seconds; ``None`` keeps its expiry.
+
+        Returns:
+            The new version (1 for a key that did not exist).
+        """
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise InputError(
+                f"set_versioned value must be bytes, got {type(value).__name__}; serialise it"
+            )
+        if ttl_s is not None and ttl_s <= 0:
+            raise InputError(f"ttl_s={ttl_s!r} must be positive or None")
+        ttl_ms = 0 if ttl_s is None else max(1, int(ttl_s * 1000))
+        return int(self.script(_SET_VERSIONED)([key], [bytes(value), ttl_ms]))
 
     def take_token(
         self, key: str, rate_per_s: float, burst: float, now: float | None = None

@@ -102,3 +102,120 @@ def test_the_longest_valid_name_fits_the_file_store(tmp_path) -> None:
     store = FileStudyStore(tmp_path)
     store.save(Optimizer({"x": Real(0, 1)}, name="n" * 128))
     assert store.exists("n" * 128) and list(store.names()) == ["n" * 128]
+
+
+# ----- shared stores: versions, conditional commits, atomic creation -----------------------------
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def shared_store(request):
+    """A RedisStudyStore or PostgresStudyStore on the real server, isolated per test."""
+    if request.param == "redis":
+        yield RedisStudyStore(request.getfixturevalue("redis_adapter"))
+        return
+    from workbench.optimize.storage import PostgresStudyStore
+    from workbench.postgres_adapter import PostgresAdapter
+
+    adapter = PostgresAdapter(
+        request.getfixturevalue("postgres_url"),
+        schema=request.getfixturevalue("postgres_schema"),
+        statement_timeout_s=10,
+    )
+    yield PostgresStudyStore(adapter)
+    adapter.close()
+
+
+def test_shared_store_versions_refuse_a_stale_commit(shared_store) -> None:
+    from workbench.errors import ConflictError
+
+    opt = study("delta")
+    created = shared_store.create(opt)
+    assert created.version == 1
+    with pytest.raises(ConflictError, match="already exists"):
+        shared_store.create(study("delta"))
+    first = shared_store.read("delta")
+    second = shared_store.read("delta")
+    assert first.version == second.version == 1
+    assert first.study.to_dict() == opt.to_dict()
+    first.study.tell(first.study.pending[0], {"y": 0.5})
+    assert shared_store.commit(first.study, first.version) == 2
+    second.study.ask()  # based on version 1: must not overwrite the tell
+    assert shared_store.commit(second.study, second.version) is None
+    now = shared_store.read("delta")
+    assert now.version == 2 and now.study.to_dict() == first.study.to_dict()
+    shared_store.save(now.study)  # an overwrite still raises the version
+    assert shared_store.read("delta").version == 3
+    assert shared_store.commit(now.study, 2) is None
+    assert list(shared_store.names()) == ["delta"] and shared_store.exists("delta")
+    assert shared_store.delete("delta") and not shared_store.exists("delta")
+    assert shared_store.commit(now.study, 3) is None  # deleted: nothing to update
+    with pytest.raises(NotFoundError):
+        shared_store.read("delta")
+    shared_store.save(opt)  # save creates too
+    assert shared_store.read("delta").version == 1
+
+
+def test_shared_store_resumes_with_the_same_next_point(shared_store) -> None:
+    original = study("eps")
+    shared_store.save(original)
+    restored = shared_store.load("eps")
+    assert restored.to_dict() == original.to_dict()
+    assert restored.ask().params == original.ask().params
+
+
+def test_shared_store_refuses_an_unknown_format(shared_store) -> None:
+    opt = study("zeta")
+    shared_store.save(opt)
+    data = json.loads(dumps(opt))
+    data["version"] = 99
+    if isinstance(shared_store, RedisStudyStore):
+        key = shared_store.key("zeta")
+        shared_store.adapter.set_versioned(key, json.dumps(data).encode())
+    else:
+        shared_store.adapter.execute(
+            "UPDATE optimize_studies SET document = %s::json WHERE name = 'zeta'",
+            (json.dumps(data),),
+        )
+    with pytest.raises(StorageFormatError, match="version 99"):
+        shared_store.read("zeta")
+
+
+def test_redis_store_upgrades_a_plain_string_key_keeping_its_expiry(redis_adapter) -> None:
+    """Studies written by the previous Redis layout (one string per study) stay readable."""
+    store = RedisStudyStore(redis_adapter)
+    opt = study("legacy")
+    redis_adapter.set(store.key("legacy"), dumps(opt), ttl_s=120)
+    snapshot = store.read("legacy")
+    assert snapshot.version == 1 and snapshot.study.to_dict() == opt.to_dict()
+    assert redis_adapter.get_versioned(store.key("legacy"))[1] == 1
+    ttl = redis_adapter.ttl(store.key("legacy"))
+    assert ttl is not None and 100 < ttl <= 120
+    redis_adapter.set(store.key("old2"), dumps(study("old2")))
+    store.save(study("old2"))  # writing a string key upgrades it too
+    assert store.read("old2").version == 2
+    redis_adapter.set(store.key("old3"), dumps(study("old3")))
+    from workbench.errors import ConflictError
+
+    with pytest.raises(ConflictError):
+        store.create(study("old3"))
+
+
+def test_postgres_store_migrates_once_into_its_schema(postgres_url, postgres_schema) -> None:
+    from workbench.optimize.storage import PG_MIGRATIONS, PostgresStudyStore
+    from workbench.postgres_adapter import PostgresAdapter
+
+    adapter = PostgresAdapter(postgres_url, schema=postgres_schema)
+    try:
+        store = PostgresStudyStore(adapter)
+        assert adapter.schema_version("optimize") == 0  # nothing happens before first use
+        assert list(store.names()) == []
+        assert adapter.schema_version("optimize") == len(PG_MIGRATIONS) == 1
+        assert PostgresStudyStore(adapter).migrate() == 1  # idempotent
+        row = adapter.fetchone(
+            "SELECT table_schema FROM information_schema.tables "
+            "WHERE table_name = 'optimize_studies' AND table_schema = %s",
+            (postgres_schema,),
+        )
+        assert row == (postgres_schema,)
+    finally:
+        adapter.close()

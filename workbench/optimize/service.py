@@ -16,6 +16,15 @@ loading and deleting studies take a short registry lock. With ``workbench serve 
 one worker owns this service and the others forward to it (:mod:`workbench.api.workers`), so
 every store kind, ``memory`` included, gives every worker the same studies.
 
+Shared stores (``redis``, ``postgres``): several services (on several hosts, or next to
+scripts using :mod:`workbench.optimize.shared`) may drive one study. There every ask and tell
+is an atomic read-modify-write of the stored study (:func:`workbench.optimize.shared.ask`,
+:func:`~workbench.optimize.shared.tell`): it starts from the stored state, so it sees the
+trials others added, and commits only if nobody wrote in between, redoing the change
+otherwise (at most ``update_retries`` times). ``best`` and ``pareto`` read the stored state.
+The per-study lock still orders the requests of this process, so they do not conflict with
+each other; creating a study is one atomic insert, so two services cannot both create it.
+
 Bounds (each a ``[optimize]`` knob, see :class:`OptimizeConfig`): the encoded dimensions of a
 study's space, the batch size of one ask, the wall time of one ask (a suggestion that reaches
 it returns the best candidates found so far, marked ``"truncated": true`` in its info), the
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -34,6 +44,7 @@ from typing import Any
 
 from workbench.config import Settings, from_section
 from workbench.errors import CapacityError, ConfigError, ConflictError, InputError, NotFoundError
+from workbench.optimize import shared
 from workbench.optimize.feedback import STUDY_PREFIX, FeedbackLearner
 from workbench.optimize.optimizer import Optimizer, Trial
 from workbench.optimize.storage import check_study_name
@@ -42,8 +53,12 @@ __all__ = ["MAX_BATCH", "STORES", "OptimizeConfig", "OptimizeService", "Paramete
 
 #: Where studies persist: ``file`` (``<data_dir>/optimize/studies/<name>.json``, written
 #: atomically), ``redis`` (``optimize:study:<name>`` through the Redis adapter) or
-#: ``memory`` (nothing survives a restart).
-STORES = ("file", "redis", "memory")
+#: ``memory`` (nothing survives a restart), or ``postgres`` (rows of ``optimize_studies`` in
+#: the schema ``postgres_schema`` of the settings' ``postgres_url``). ``redis`` and
+#: ``postgres`` are shared: several processes may drive one study (module docstring).
+STORES = ("file", "redis", "memory", "postgres")
+#: What ``postgres_schema`` may be: a lower-case SQL identifier.
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: The largest ``max_batch`` may be set to (the request schema's bound on ``n``, so that with
 #: the default every schema-valid ``n`` is served).
 MAX_BATCH = 64
@@ -60,6 +75,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_task_types": (1, 100_000),
     "task_type_expire_idle_s": (0.0, 10 * 365 * 86400.0),
     "task_type_expire_below": (0, 1_000_000),
+    "update_retries": (0, 1000),
 }
 
 
@@ -83,6 +99,9 @@ class OptimizeConfig:
             may expire to make room for a new one.
         task_type_expire_below: Task types with fewer completed observations than this may
             expire (0: never).
+        postgres_schema: Schema of the ``postgres`` store's table (created on first use).
+        update_retries: Conflicting writes by other processes one ask or tell of a shared
+            store tolerates before it is refused with 409 (0-1000).
     """
 
     store: str = "file"
@@ -95,13 +114,22 @@ class OptimizeConfig:
     max_task_types: int = 256
     task_type_expire_idle_s: float = 86400.0
     task_type_expire_below: int = 10
+    postgres_schema: str = "workbench_optimize"
+    update_retries: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", str(self.store).lower())
         if self.store not in STORES:
             raise ConfigError(
-                f"invalid setting optimize.store={self.store!r}: use 'file', 'redis' or 'memory'",
+                f"invalid setting optimize.store={self.store!r}: use 'file', 'redis', "
+                "'memory' or 'postgres'",
                 details={"key": "optimize.store"},
+            )
+        if not isinstance(self.postgres_schema, str) or not _SCHEMA.fullmatch(self.postgres_schema):
+            raise ConfigError(
+                f"invalid setting optimize.postgres_schema={self.postgres_schema!r}: use a "
+                "lower-case SQL identifier (letters, digits, '_'; at most 63)",
+                details={"key": "optimize.postgres_schema"},
             )
         for key, (low, high) in _RANGES.items():
             value = getattr(self, key)
@@ -150,6 +178,13 @@ def make_store(config: OptimizeConfig, settings: Settings) -> Any:
         from workbench.redis_adapter import RedisAdapter
 
         return RedisStudyStore(RedisAdapter.from_settings(settings))
+    if config.store == "postgres":
+        from workbench.optimize.storage import PostgresStudyStore
+        from workbench.postgres_adapter import PostgresAdapter
+
+        return PostgresStudyStore(
+            PostgresAdapter.from_settings(settings, schema=config.postgres_schema)
+        )
     return None
 
 
@@ -164,6 +199,9 @@ class OptimizeService:
     def __init__(self, config: OptimizeConfig | None = None, settings: Settings | None = None):
         self.config = config or OptimizeConfig()
         self.store = make_store(self.config, settings or Settings())
+        #: Whether the store is shared with other processes (ask and tell are atomic
+        #: read-modify-writes of the stored study; see the module docstring).
+        self.shared = shared.is_shared(self.store)
         self.studies: dict[str, Optimizer] = {}
         # One lock per study, alive while someone holds or waits for it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -234,6 +272,14 @@ class OptimizeService:
                     details={"study": name},
                 )
             return opt
+        if self.shared:
+            try:
+                snapshot = await asyncio.to_thread(self.store.read, name)
+            except NotFoundError:
+                self.studies.pop(name, None)
+                raise self._missing(name) from None
+            self.studies[name] = snapshot.study
+            return snapshot.study
         found = self.studies.get(name)
         if found is None and self.store is not None:
             async with self._registry:  # one load per study, never two copies
@@ -241,11 +287,15 @@ class OptimizeService:
                 if found is None and await asyncio.to_thread(self.store.exists, name):
                     found = self.studies[name] = await asyncio.to_thread(self.store.load, name)
         if found is None:
-            raise NotFoundError(
-                f"study {name!r} does not exist; create it with POST /api/v1/optimize/{name}",
-                details={"study": name},
-            )
+            raise self._missing(name)
         return found
+
+    @staticmethod
+    def _missing(name: str) -> NotFoundError:
+        return NotFoundError(
+            f"study {name!r} does not exist; create it with POST /api/v1/optimize/{name}",
+            details={"study": name},
+        )
 
     def _study_names(self) -> set[str]:
         names = set(self.studies)
@@ -278,19 +328,29 @@ class OptimizeService:
                 details={"field": "space"},
             )
         async with self._registry:
+            if self.shared:
+                # One atomic insert: of two services creating the study, one is refused.
+                count = len(await asyncio.to_thread(self._study_names))
+                self._check_capacity(count)
+                await asyncio.to_thread(self.store.create, opt)
+                self.studies[name] = opt
+                return opt
             stored = self.store is not None and await asyncio.to_thread(self.store.exists, name)
             if name in self.studies or stored:
                 raise ConflictError(f"study {name!r} already exists", details={"study": name})
             count = len(await asyncio.to_thread(self._study_names))
-            if count >= self.config.max_studies:
-                raise CapacityError(
-                    f"{count} studies exist (max_studies={self.config.max_studies}); delete "
-                    "one (DELETE /api/v1/optimize/{study}) or reuse it",
-                    details={"field": "study"},
-                )
+            self._check_capacity(count)
             await self.save(opt)
             self.studies[name] = opt
         return opt
+
+    def _check_capacity(self, count: int) -> None:
+        if count >= self.config.max_studies:
+            raise CapacityError(
+                f"{count} studies exist (max_studies={self.config.max_studies}); delete "
+                "one (DELETE /api/v1/optimize/{study}) or reuse it",
+                details={"field": "study"},
+            )
 
     async def delete(self, name: str) -> None:
         """Delete the study ``name`` from memory and the store.
@@ -337,6 +397,23 @@ class OptimizeService:
                 f"n={n} must be in [1, {self.config.max_batch}] ([optimize] max_batch)",
                 details={"field": "n"},
             )
+        if self.shared and not name.startswith(STUDY_PREFIX):
+            check_study_name(name)
+            async with self.locked([name]):
+                try:
+                    committed = await asyncio.to_thread(
+                        shared.ask,
+                        self.store,
+                        name,
+                        n,
+                        time_limit_s=self.config.ask_time_limit_s,
+                        retries=self.config.update_retries,
+                    )
+                except NotFoundError:
+                    self.studies.pop(name, None)
+                    raise self._missing(name) from None
+                self.studies[name] = committed.study
+            return committed.value.trials, dict(committed.value.info)
         opt = await self.study(name)
         async with self.locked([name]):
             self._check_current(name, opt)
@@ -355,6 +432,26 @@ class OptimizeService:
         failed: bool = False,
     ) -> Trial:
         """Report a trial of the study ``name`` (see :meth:`Optimizer.tell`) and persist it."""
+        if self.shared and not name.startswith(STUDY_PREFIX):
+            check_study_name(name)
+            async with self.locked([name]):
+                try:
+                    committed_tell = await asyncio.to_thread(
+                        shared.tell,
+                        self.store,
+                        name,
+                        trial,
+                        outcomes,
+                        failed=failed,
+                        retries=self.config.update_retries,
+                    )
+                except NotFoundError as exc:
+                    if isinstance(exc.details, dict) and "trial_id" in exc.details:
+                        raise
+                    self.studies.pop(name, None)
+                    raise self._missing(name) from None
+                self.studies[name] = committed_tell.study
+            return committed_tell.value
         opt = await self.study(name)
         async with self.locked([name]):
             self._check_current(name, opt)
