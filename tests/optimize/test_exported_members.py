@@ -11,12 +11,18 @@ PUBLIC = [
     "Int",
     "LinearConstraint",
     "Optimizer",
+    "ParameterImportance",
     "Real",
+    "ResponseSurface",
     "STRATEGIES",
     "SearchSpace",
+    "StudySurrogate",
     "Trial",
+    "fit_surrogate",
     "get_strategy",
+    "parameter_importance",
     "register_strategy",
+    "response_surface",
 ]
 
 

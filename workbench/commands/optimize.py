@@ -26,6 +26,13 @@ def register(subparsers: Any) -> None:
     s = sub.add_parser("show", help="print a saved study")
     s.add_argument("study", help="a study name (under DATA_DIR/optimize/) or a JSON file")
     s.add_argument("--json", action="store_true", help="print the raw document")
+    s.add_argument(
+        "--plot",
+        metavar="FILE.html",
+        default=None,
+        help="also write the study's figures (history, importance, slices, contour, Pareto "
+        "front) to this self-contained HTML file",
+    )
     s.set_defaults(func=_show)
 
 
@@ -84,7 +91,7 @@ def _show(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(opt.to_dict(), indent=2))
-        return 0
+        return _plot(opt, args.plot)
     print(opt)
     statuses: dict[str, int] = {}
     for t in opt.trials:
@@ -95,4 +102,13 @@ def _show(args: argparse.Namespace) -> int:
         print(f"best {best.value:.6g} (trial {best.trial_id}) {best.params}")
     elif opt.completed:
         print(f"pareto front: {len(opt.pareto_front())} trials")
+    return _plot(opt, args.plot)
+
+
+def _plot(opt: Any, path: str | None) -> int:
+    """Write the study's figures when ``--plot FILE.html`` was given."""
+    if path:
+        from workbench.reports.optimize_figures import write_study_report
+
+        print(f"figures written to {write_study_report(opt, Path(path))}", file=sys.stderr)
     return 0

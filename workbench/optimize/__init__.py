@@ -18,6 +18,14 @@ Example::
     params, value = opt.best()
 """
 
+from workbench.optimize.importance import (
+    ParameterImportance,
+    ResponseSurface,
+    StudySurrogate,
+    fit_surrogate,
+    parameter_importance,
+    response_surface,
+)
 from workbench.optimize.optimizer import Best, Optimizer, Trial
 from workbench.optimize.space import (
     Categorical,
@@ -37,10 +45,16 @@ __all__ = [
     "Int",
     "LinearConstraint",
     "Optimizer",
+    "ParameterImportance",
     "Real",
+    "ResponseSurface",
     "SearchSpace",
+    "StudySurrogate",
     "Trial",
+    "fit_surrogate",
     "get_strategy",
+    "parameter_importance",
     "register_strategy",
+    "response_surface",
 ]
 __all__.sort()
