@@ -106,7 +106,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         paths = [Path(args.out) / f"{n}-{kind}-latest.json" for n in names]
         print(markdown_table([load_run(p) for p in paths if p.exists()]))
         return 0
-    ctx = BenchContext(quick=args.quick)
+    ctx = BenchContext(quick=args.quick, parts=tuple(args.part or ()))
     if args.seeds is not None:
         ctx.seeds = list(range(args.seeds))
     runs = run_suites(args.suites, ctx=ctx, out_dir=Path(args.out))
@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/benchmarks", help="folder of the JSON results")
     p.add_argument("--report", default="data/reports/bench.html", help="output HTML")
     p.add_argument("--list", action="store_true", help="list suites and exit")
+    p.add_argument(
+        "--part",
+        action="append",
+        help="run only this part of a suite (repeatable; mcts: speed, treequest, quality, "
+        "jitted, orchestration, process)",
+    )
     p.add_argument(
         "--markdown",
         action="store_true",

@@ -44,13 +44,44 @@ def test_orchestrate_feedback_visualization_models() -> None:
         data = doc["data"]
         assert data["bestAction"] in AGENTS and data["searchMetrics"]["iterations"] == 300
         assert data["response"]["data"] == {"predicted": True}
-        assert data["visualization"]["metrics"]["totalNodes"] == 301
+        # every plan of distinct agents out of 3, with its end nodes: 1 + 3 + 9 + 12 + 6
+        assert data["visualization"]["metrics"]["totalNodes"] == 31
+        path = data["executionPath"]
+        assert len(set(path)) == len(path) and data["executedPath"] == path
+        assert [s["agentName"] for s in data["steps"]] == path
+        assert data["steps"][0]["previousAgent"] is None
+        assert data["resourcesUsed"]["agents"] == sorted(path)
         oid = data["orchestrationId"]
 
         r = await client.post(
             "/api/v1/ab-mcts/feedback", json={"orchestrationId": oid, "rating": 5}
         )
-        assert (await r.json())["data"]["rating"] == 5
+        fb = (await r.json())["data"]
+        assert fb["rating"] == 5 and fb["duplicate"] is False
+        assert fb["creditedAgents"] == [path[-1]]
+        registry = client.app[mcts_api.SERVICE.key].orchestrator.registry
+        before = registry.to_dict()
+        for route, repeat in (
+            ("/api/v1/ab-mcts/feedback", {"orchestrationId": oid, "rating": 1}),
+            (
+                "/api/v1/ab-mcts-rust/feedback",
+                {
+                    "sessionId": "s",
+                    "agentName": path[-1],
+                    "taskType": "qa",
+                    "orchestrationId": oid,
+                    "reward": {
+                        "value": 0.1,
+                        "components": {"quality": 0, "speed": 0, "cost": 0},
+                    },
+                },
+            ),
+        ):
+            r = await client.post(route, json=repeat)
+            assert r.status == 200, await r.text()
+            doc = await r.json()
+            assert doc.get("data", doc)["duplicate"] is True, route
+        assert registry.to_dict() == before  # a repeat changes nothing
         r = await client.get(f"/api/v1/ab-mcts/visualization/{oid}")
         assert (await r.json())["data"]["nodes"]
         r = await client.get("/api/v1/ab-mcts/visualization/unknown")
@@ -252,6 +283,39 @@ def test_rust_routes_raw_shapes() -> None:
     run_with_client(_app(), scenario)
 
 
+def test_rust_feedback_with_the_search_id_is_credited_once() -> None:
+    """The bridge's search plans without running; its caller runs the agent and sends the
+    reward with the search's orchestrationId: learnt once, whichever feedback route repeats."""
+    ctx = {"task": "t", "contextData": {"taskType": "code"}, "executionContext": {"sessionId": "s"}}
+
+    async def scenario(client: TestClient) -> None:
+        body = {"context": ctx, "availableAgents": AGENTS, "options": {"seed": 1}}
+        res = (await (await client.post("/api/v1/ab-mcts-rust/search", json=body)).json())["result"]
+        oid, agent = res["orchestrationId"], res["bestPath"][0]["agentName"]
+        fb = {
+            "sessionId": "s",
+            "agentName": agent,
+            "orchestrationId": oid,
+            "reward": {"value": 0.9, "components": {"quality": 1, "speed": 1, "cost": 1}},
+        }
+        first = await (await client.post("/api/v1/ab-mcts-rust/feedback", json=fb)).json()
+        assert first["duplicate"] is False and first["model"]["samples"] == 1
+        again = await (await client.post("/api/v1/ab-mcts-rust/feedback", json=fb)).json()
+        assert again["duplicate"] is True and again["model"]["samples"] == 1
+        r = await client.post(
+            "/api/v1/ab-mcts/feedback", json={"orchestrationId": oid, "rating": 1}
+        )
+        assert (await r.json())["data"]["duplicate"] is True
+        models = (await (await client.get("/api/v1/ab-mcts/models?taskType=code")).json())["data"]
+        assert [m["samples"] for m in models["rankings"] if m["agent"] == agent] == [1]
+        r = await client.post(
+            "/api/v1/ab-mcts-rust/feedback", json={**fb, "orchestrationId": "never-made"}
+        )
+        assert r.status == 404
+
+    run_with_client(_app(), scenario)
+
+
 def test_rust_search_is_rate_limited_per_client() -> None:
     ctx = {"task": "t", "executionContext": {"sessionId": "s"}}
     body = {"context": ctx, "availableAgents": AGENTS, "options": {"maxIterations": 10}}
@@ -389,9 +453,10 @@ def test_models_load_once_redis_answers_when_it_was_down_at_startup() -> None:
                 service.store.save_models(stored)
                 r = await client.post("/api/v1/ab-mcts/orchestrate", json=body)
                 assert r.status == 200, await r.text()
+                steps = len((await r.json())["data"]["steps"])
                 assert service.store.load_models().get("planner").n >= 1  # kept, then saved
                 samples = sum(m.n for _, m in service.orchestrator.registry)
-                assert samples == 2  # the stored observation and this orchestration's
+                assert samples == 1 + steps >= 2  # the stored observation and this plan's steps
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)

@@ -162,24 +162,34 @@ class Node:
     pending: int = 0  # pending trials expanding this node directly
     env_state: int = 0
     terminal_visits: list[float] = field(default_factory=list)  # jitted path revisits
-    pooled: bool = True  # only its own score so far (AB-MCTS-A leaf pool)
-    explicit: list[int] = field(default_factory=list)  # children out of the pool, newest first
+    pool_state: int = 1  # 1: in the parent's leaf pool, 2: leaving it, 0: in the parent's heap
+    pool: list[int] = field(default_factory=list)  # pooled children (kernel's block order)
+    heap: list[int] = field(default_factory=list)  # max-heap of the other children on .key
+    key: float = 0.0
+    dirty: list[int] = field(default_factory=list)  # children to refresh, newest first
+    in_dirty: bool = False
+    margin: float = 0.0  # largest key - location of any heap child so far
+    exponent: float = 0.0  # smallest envelope exponent b - 1 of any heap child so far
     mark: int = 0
 
 
 class NaiveTree:
     def __init__(self, n_actions: int, env_state: int = 0) -> None:
         self.n_actions = n_actions
-        self.nodes = [Node(-1, 0, -1, 0.0, env_state=env_state, pooled=False)]
+        self.nodes = [Node(-1, 0, -1, 0.0, env_state=env_state, pool_state=0)]
         self.sweep = 0
+        self.tail_table: dict[int, tuple[float, float]] = {}
 
     def unpool_path(self, i: int) -> None:
-        """``i`` and its ancestors (not the root) leave their parents' leaf pools."""
+        """``i`` and its ancestors (not the root) leave their parents' leaf pools (lazily:
+        the parent moves them at its next refresh) and are flagged for a key refresh."""
         while i > 0:
             nd = self.nodes[i]
-            if nd.pooled:
-                nd.pooled = False
-                self.nodes[nd.parent].explicit.insert(0, i)
+            if nd.pool_state == 1:
+                nd.pool_state = 2
+            if not nd.in_dirty:
+                nd.in_dirty = True
+                self.nodes[nd.parent].dirty.insert(0, i)
             i = nd.parent
 
     # statistics recomputed by walking subtrees
@@ -216,6 +226,7 @@ class NaiveTree:
         node = Node(parent, self.nodes[parent].depth + 1, action, score)
         self.nodes.append(node)
         self.nodes[parent].children.append(len(self.nodes) - 1)
+        self.nodes[parent].pool.append(len(self.nodes) - 1)
         return len(self.nodes) - 1
 
 
@@ -256,57 +267,214 @@ def leaf_location_scale(x: float, p: list[float]) -> tuple[float, float]:
     return (k0 * m0 + x) / kn, math.sqrt(tn / kn)
 
 
+TAIL = 1.0 / 64.0
+LOG_TAIL = math.log(TAIL)
+
+
+def t_location_scale(n: float, s: float, q: float, p: list[float]) -> tuple[float, float, float]:
+    m0, k0, nu0, t0 = p[T.P_PRIOR_M], p[T.P_PRIOR_KAPPA], p[T.P_PRIOR_NU], p[T.P_PRIOR_TAU2]
+    if n > 0:
+        ave = s / n
+        ss = max(q - n * ave * ave, 0.0)
+        kn, nun = k0 + n, nu0 + n
+        mn = (k0 * m0 + s) / kn
+        tn = (nu0 * t0 + ss + n * k0 * (m0 - ave) ** 2 / kn) / nun
+    else:
+        kn, nun, mn, tn = k0, nu0, m0, t0
+    return mn, math.sqrt(tn / kn), nun
+
+
+def log_envelope_mass(nu: float, c: float) -> float:
+    log_k = math.lgamma(0.5 * (nu + 1)) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi)
+    c2 = c * c
+    return (
+        log_k
+        - 0.5 * (nu + 1) * math.log1p(c2 / nu)
+        + math.log(c)
+        + math.log(nu + c2)
+        - math.log(nu)
+        - math.log(c2 - 1)
+    )
+
+
+def tail_quantile(nu: float) -> tuple[float, float]:
+    lo, hi = 1.0, 2.0
+    while log_envelope_mass(nu, hi) > LOG_TAIL:
+        lo, hi = hi, 2 * hi
+    c = hi
+    for _ in range(200):
+        g = log_envelope_mass(nu, c) - LOG_TAIL
+        if g > 0:
+            lo = c
+        else:
+            hi = c
+            if g > -1e-10:
+                break
+        dg = -(nu - 1) * c / (nu + c * c) + 1 / c - 2 * c / (c * c - 1)
+        nxt = c - g / dg
+        if not lo < nxt < hi:
+            nxt = 0.5 * (lo + hi)
+        if hi - lo <= 1e-13 * hi:
+            break
+        c = nxt
+    return hi, math.exp(log_envelope_mass(nu, hi) - LOG_TAIL)
+
+
+def _own_stats(tree: NaiveTree, i: int) -> tuple[float, float, float]:
+    xs = tree.subtree_scores(i)
+    return len(xs), sum(xs), sum(x * x for x in xs)
+
+
+def _tail_entry(tree: NaiveTree, p: list[float], n: int) -> tuple[float, float]:
+    if n not in tree.tail_table:
+        tree.tail_table[n] = tail_quantile(p[T.P_PRIOR_NU] + n)
+    return tree.tail_table[n]
+
+
+def heap_fix(tree: NaiveTree, heap: list[int], i: int) -> None:
+    """The kernel's sift up, then down, of index ``i``."""
+    child = heap[i]
+    key = tree.nodes[child].key
+    while i > 0 and tree.nodes[heap[(i - 1) // 2]].key < key:
+        heap[i] = heap[(i - 1) // 2]
+        i = (i - 1) // 2
+    while 2 * i + 1 < len(heap):
+        big = 2 * i + 1
+        if big + 1 < len(heap) and tree.nodes[heap[big + 1]].key > tree.nodes[heap[big]].key:
+            big += 1
+        if tree.nodes[heap[big]].key <= key:
+            break
+        heap[i] = heap[big]
+        i = big
+    heap[i] = child
+
+
+def refresh(tree: NaiveTree, p: list[float], node: int) -> None:
+    nd = tree.nodes[node]
+    for c in nd.dirty:
+        kid = tree.nodes[c]
+        kid.in_dirty = False
+        if kid.pool_state == 2:
+            k = nd.pool.index(c)
+            nd.pool[k], nd.pool[-1] = nd.pool[-1], nd.pool[k]
+            nd.pool.pop()
+            kid.pool_state = 0
+            nd.heap.append(c)
+        n, s, q = _own_stats(tree, c)
+        m, sd, nu = t_location_scale(n, s, q, p)
+        cq = _tail_entry(tree, p, n)[0]
+        kid.key = m + sd * cq
+        nd.margin = max(nd.margin, sd * cq)
+        e = cq * cq * (nu + 1) / (nu + cq * cq) - 1
+        if nd.exponent == 0.0 or e < nd.exponent:
+            nd.exponent = e
+        heap_fix(tree, nd.heap, nd.heap.index(c))
+    nd.dirty = []
+
+
+def tail_draw(
+    tree: NaiveTree, p: list[float], rng: Rng, child: int, best_val: float, thin: float
+) -> float:
+    n, s, q = _own_stats(tree, child)
+    m, sd, nu = t_location_scale(n, s, q, p)
+    c, r = _tail_entry(tree, p, n)
+    b = c * c * (nu + 1) / (nu + c * c)
+    z = (best_val - m) / sd
+    lo, rho = c, r * thin
+    if z > c:
+        lo, rho = z, r * thin * math.exp((b - 1.0) * math.log(c / z))
+    if rng.uniform() >= rho:
+        return -math.inf
+    y = lo * (1.0 - rng.uniform()) ** (-1.0 / (b - 1.0))
+    log_acc = 0.5 * (nu + 1) * (math.log1p(c * c / nu) - math.log1p(y * y / nu)) + b * math.log(
+        y / c
+    )
+    if rng.uniform() >= math.exp(log_acc):
+        return -math.inf
+    return m + sd * y
+
+
 def best_child_pooled(tree: NaiveTree, p: list[float], rng: Rng, node: int, max_depth: int):
-    """The kernel's leaf-pool sweep, written out (see ``_best_child_pooled``)."""
+    """The kernel's exact sampler written out (see ``_best_child_pooled``): the leaf pool by
+    decreasing quantiles, the heap by key, then the tail step."""
+    nd = tree.nodes[node]
+    if nd.depth + 1 >= max_depth:
+        return -1
+    refresh(tree, p, node)
     best, best_val = -1, -math.inf
-    for c in tree.nodes[node].explicit:
-        if tree.nodes[c].depth < max_depth:
-            val = posterior_sample(*tree.stats(c, p[T.P_VIRTUAL]), p, rng)
-            if val > best_val or best < 0:
-                best, best_val = c, val
-    kids = tree.nodes[node].children
-    count = sum(tree.nodes[c].pooled for c in kids)
-    if count == 0 or tree.nodes[node].depth + 1 >= max_depth:
-        return best
     tree.sweep += 1
-    sweep, v_used = tree.sweep, 0.0
+    sweep = tree.sweep
+    heap, pool = nd.heap, nd.pool
+    exact_keys = tree.pending_in(node) == nd.pending
+    count = len(pool)
+
+    def offer(child: int, val: float) -> None:
+        nonlocal best, best_val
+        if val > best_val or best < 0:
+            best, best_val = child, val
+
+    def pick(j: int) -> int:
+        r = j + rng.integers(count - j)
+        pool[j], pool[r] = pool[r], pool[j]
+        return pool[j]
+
+    v_used, j, done = 0.0, 0, False
     if count > 16:
         (m_a, s_a), (m_b, s_b) = leaf_location_scale(0.0, p), leaf_location_scale(1.0, p)
         m_max, s_max = max(m_a, m_b), max(s_a, s_b)
-        lo, span = kids[0], kids[-1] - kids[0] + 1
-        j = 0
         while j < count:
             v = 1.0 - (1.0 - v_used) * (1.0 - rng.uniform()) ** (1.0 / (count - j))
-            if v >= 0.5 or v <= 0.0:
+            v = min(max(v, 1e-300), 1.0 - 1e-16)
+            if v >= 0.5:
+                found = pick(j)
+                m, s = leaf_location_scale(tree.nodes[found].score, p)
+                offer(found, m + s * t2_quantile(1.0 - v))
+                v_used, j = v, j + 1
                 break
             tq = t2_quantile(1.0 - v)
             if best >= 0 and m_max + s_max * tq <= best_val:
-                return best
-            found = -1
-            for _ in range(64):
-                i = lo + rng.integers(span)
-                nd = tree.nodes[i]
-                if nd.parent == node and nd.pooled and nd.mark != sweep:
-                    found = i
-                    break
-            if found < 0:
+                done = True
                 break
-            tree.nodes[found].mark = sweep
+            found = pick(j)
             m, s = leaf_location_scale(tree.nodes[found].score, p)
-            if m + s * tq > best_val or best < 0:
-                best, best_val = found, m + s * tq
-            v_used = v
-            j += 1
-        if j == count:
-            return best
-    for c in _kernel_order(kids):
-        nd = tree.nodes[c]
-        if nd.pooled and nd.mark != sweep:
+            offer(found, m + s * tq)
+            v_used, j = v, j + 1
+    if not done:
+        for c in pool[j:]:
             v = min(max(v_used + (1.0 - v_used) * rng.uniform(), 1e-300), 1.0 - 1e-16)
-            m, s = leaf_location_scale(nd.score, p)
-            val = m + s * t2_quantile(1.0 - v)
-            if val > best_val or best < 0:
-                best, best_val = c, val
+            m, s = leaf_location_scale(tree.nodes[c].score, p)
+            offer(c, m + s * t2_quantile(1.0 - v))
+    if not exact_keys:
+        for c in heap:
+            offer(c, posterior_sample(*tree.stats(c, p[T.P_VIRTUAL]), p, rng))
+        return best
+    stack = [0] if heap else []  # preorder, left subtree first
+    while stack:
+        i = stack.pop()
+        if i >= len(heap):
+            continue
+        c = heap[i]
+        if best >= 0 and tree.nodes[c].key < best_val:
+            continue
+        tree.nodes[c].mark = sweep
+        offer(c, posterior_sample(*_own_stats(tree, c), p, rng))
+        stack += [2 * i + 2, 2 * i + 1]
+    if not heap:
+        return best
+    rate, top = TAIL, tree.nodes[heap[0]].key
+    if best_val > top:
+        rate = TAIL * math.exp(-nd.exponent * math.log1p((best_val - top) / nd.margin))
+    log1m = math.log1p(-rate)
+    i = -1
+    while log1m < 0.0:
+        skip = math.log(1.0 - rng.uniform()) / log1m
+        if skip >= len(heap) - 1 - i:
+            break
+        i += 1 + int(skip)
+        if tree.nodes[heap[i]].mark != sweep:
+            val = tail_draw(tree, p, rng, heap[i], best_val, TAIL / rate)
+            if val > best_val:
+                best, best_val = heap[i], val
     return best
 
 

@@ -13,14 +13,20 @@ import pytest
 
 from workbench.errors import CapacityError, InputError, NotFoundError
 from workbench.mcts.autopilot import MAX_CONTEXT_BYTES, AutoPilot
-from workbench.mcts.orchestrate import OrchestrationOptions, OrchestrationResult, Orchestrator
+from workbench.mcts.orchestrate import (
+    AgentOutcome,
+    OrchestrationOptions,
+    OrchestrationResult,
+    Orchestrator,
+)
 
 
 class Host:
     """Runs orchestrations on a private orchestrator; fails the requests named in ``fail``."""
 
-    def __init__(self, fail: Sequence[str] = ()) -> None:
+    def __init__(self, fail: Sequence[str] = (), executor: Any = None) -> None:
         self.orchestrator = Orchestrator()
+        self.executor = executor  # None: the models' predictions
         self.fail = set(fail)
         self.ran: list[str] = []
         self.contexts: list[dict[str, Any]] = []
@@ -46,7 +52,7 @@ class Host:
             await self.hold.wait()
         if user_request in self.fail:
             raise RuntimeError(f"{user_request} failed")
-        return self.orchestrator.orchestrate({}, list(agents), options=options)
+        return self.orchestrator.orchestrate({}, list(agents), self.executor, options=options)
 
     async def reward(self, orchestration_id: str, reward: float) -> None:
         self.rewards.append((orchestration_id, reward))
@@ -157,8 +163,9 @@ def test_a_failed_automatic_feedback_does_not_stop_the_loop() -> None:
             raise NotFoundError(f"orchestration {orchestration_id!r} is unknown or expired")
 
     async def run() -> None:
-        host = ExpiringHost()
-        ap = AutoPilot(host, batch_size=1, clock=lambda: 0.0)  # fast runs: scores >= 0.7
+        # fast, cheap steps: scores >= 0.7 whatever the plan's length
+        host = ExpiringHost(executor=lambda agent, ctx: AgentOutcome(1.0, 10.0, 50.0))
+        ap = AutoPilot(host, batch_size=1, clock=lambda: 0.0)
         ap.submit("first", {}, 5, agents=["a", "b"])
         ap.submit("second", {}, 1, agents=["a", "b"])
         await _drain(ap, lambda: ap.metrics.successful_requests == 2)

@@ -58,3 +58,14 @@ def test_treequest_shaped_verbs(name: str) -> None:
     node = algo.tell(state, t, (0.0, 0.5))
     assert algo.tell(state, t, (1.0, 0.9)) == node  # idempotent
     assert state.tree.size == 14
+
+
+def test_pending_knob_and_ab_mcts_m_defaults() -> None:
+    from workbench.mcts import ABMCTSM
+
+    assert ABMCTSA().pending == "virtual-loss"
+    assert get_algorithm("uct", pending="ignore").pending == "ignore"
+    with pytest.raises(ConfigError, match="pending"):
+        ABMCTSA(pending="optimistic")  # type: ignore[arg-type]
+    assert ABMCTSM().tau_min == 0.3
+    assert ABMCTSM().to_dict()["pending"] == "virtual-loss"

@@ -13,6 +13,7 @@ PUBLIC = [
     "ALGORITHMS",
     "AgentOutcome",
     "Algorithm",
+    "ExecutedStep",
     "ModelRegistry",
     "OrchestrationOptions",
     "OrchestrationResult",
@@ -21,6 +22,7 @@ PUBLIC = [
     "SearchState",
     "ThompsonMCTS",
     "Tree",
+    "TreeGraph",
     "Trial",
     "UCT",
     "abandon",
@@ -35,6 +37,7 @@ PUBLIC = [
     "search_async",
     "step",
     "tell",
+    "tree_graph",
     "warmup",
 ]
 

@@ -64,6 +64,9 @@ def test_config_from_the_environment() -> None:
         ({"max_iterations": 1.5}, "max_iterations", "expected a int"),
         ({"agents": 3}, "agents", "expected a tuple"),
         ({"iterations": 10}, "iterations", "unknown [mcts] setting"),
+        ({"model_decay": 0.0}, "model_decay", "(0, 1]"),
+        ({"model_decay": 1.5}, "model_decay", "(0, 1]"),
+        ({"max_models": 0}, "max_models", "at least 1"),
     ],
 )
 def test_bad_settings_name_the_key_and_the_fix(section: dict, key: str, fix: str) -> None:
@@ -95,7 +98,7 @@ def test_orchestration_feedback_report_and_reset() -> None:
     svc = MctsService()
 
     async def run() -> None:
-        opts = svc.options(80, seed=1)
+        opts = svc.options(300, seed=1)
         r = await svc.run_orchestration(
             "q", {"taskType": "qa"}, opts, agents=AGENTS, task_type="qa"
         )
@@ -105,7 +108,9 @@ def test_orchestration_feedback_report_and_reset() -> None:
         report = svc.feedback_report()
         assert report.total == 1 and report.average_quality == pytest.approx(0.8)
         assert report.top_performers == (rec.agent,) and report.by_task_type["qa"].count == 1
-        assert svc.visualization(r.orchestration_id).metrics.total_nodes == 81
+        # 300 iterations grow every plan of distinct agents out of 3, with its end nodes:
+        # 1 + 3 + 9 + 12 + 6 nodes
+        assert svc.visualization(r.orchestration_id).metrics.total_nodes == 31
         with pytest.raises(NotFoundError):
             await svc.feedback("unknown", 3)
         m = svc.metrics()
@@ -161,6 +166,62 @@ def test_redis_persistence_loads_at_startup(redis_adapter) -> None:
     store.save_models(saved)
     svc = MctsService(MctsConfig(persist="redis"), Settings(), store=store)
     assert svc.persistent and svc.orchestrator.registry.get("planner").n == 1
+
+
+def test_feedback_is_credited_once_across_routes_and_restarts(redis_adapter) -> None:
+    """One orchestration id is learnt once, whether its feedback comes as a rating, as the
+    native bridge's reward, or again after a restart (the models and summaries in Redis)."""
+    from workbench.mcts.storage import RedisStore
+
+    store = RedisStore(redis_adapter, ttl_s=60)
+    config = MctsConfig(persist="redis", model_decay=0.95, max_models=50)
+    svc = MctsService(config, Settings(), store=store)
+    assert svc.orchestrator.registry.decay == 0.95
+
+    async def first() -> tuple[str, str]:
+        r = await svc.run_orchestration("q", {}, svc.options(60, seed=2), agents=AGENTS)
+        rec = await svc.feedback(r.orchestration_id, 5)
+        assert not rec.duplicate and rec.credited_agents == (r.executed_agent,)
+        again = await svc.feedback(r.orchestration_id, 1)
+        assert again.duplicate and again.credited_agents == ()
+        _, dup = await svc.bridge_feedback_once(
+            "s", r.executed_agent or "", "general", 0.0, orchestration_id=r.orchestration_id
+        )
+        assert dup and len(svc.feedback_log) == 1
+        return r.orchestration_id, r.executed_agent or ""
+
+    oid, agent = asyncio.run(first())
+    saved = store.load_models().to_dict()
+    restarted = MctsService(config, Settings(), store=store)
+    assert restarted.orchestrator.registry.decay == 0.95  # settings kept, contents loaded
+
+    async def second() -> None:
+        assert (await restarted.feedback(oid, 1)).duplicate
+        model, dup = await restarted.bridge_feedback_once(
+            "s", agent, "general", 0.0, orchestration_id=oid
+        )
+        assert dup and model.n >= 1
+        assert restarted.orchestrator.registry.to_dict() == saved
+        # without an id, the bridge credits an agent once per session, agent and task type
+        _, dup = await restarted.bridge_feedback_once("s2", agent, "general", 0.9)
+        assert not dup
+        _, dup = await restarted.bridge_feedback_once("s2", agent, "general", 0.9)
+        assert dup
+        with pytest.raises(NotFoundError):
+            await restarted.bridge_feedback_once("s", agent, "general", 0.5, orchestration_id="x")
+        # the bridge's plan-only search: nothing ran here, the caller ran an agent of the plan
+        opts = restarted.options(40, seed=3, execute=False)
+        plan = await restarted.run_orchestration("q", {}, opts, agents=AGENTS, task_type="code")
+        ran = plan.best_action
+        model, dup = await restarted.bridge_feedback_once(
+            "s3", ran, "general", 0.9, 250.0, 40.0, orchestration_id=plan.orchestration_id
+        )
+        assert not dup and model is restarted.orchestrator.registry.get(ran, "code")
+        assert model.n == 1 and model.success.alpha == 2.0 and model.latency.mu != 1000.0
+        assert (await restarted.feedback(plan.orchestration_id, 1)).duplicate
+        assert restarted.orchestrator.registry.get(ran, "code").n == 1
+
+    asyncio.run(second())
 
 
 class FlakyStore:

@@ -58,6 +58,23 @@ def test_bad_data_is_refused(tmp_path) -> None:
         load_search(tmp_path / "missing.npz")
 
 
+def test_a_state_saved_in_the_old_tree_layout_is_refused_by_name() -> None:
+    """Format 1 held the tree rows before the O(depth log width) sampler; loading one must say
+    so, not fail on an array shape."""
+    import io
+
+    blob = dumps_search(search(drift_task(seed=1), iterations=20, seed=2).state)
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["version"] = 1
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    with pytest.raises(StorageFormatError, match="format 1 is unknown.*reads 2"):
+        loads_search(buf.getvalue())
+
+
 def test_custom_codec() -> None:
     class Codec:
         def encode(self, s):
@@ -118,7 +135,18 @@ def test_feedback_finds_orchestrations_saved_in_redis(redis_adapter) -> None:
     other = Orchestrator(store=store)  # another process, or after the record expired
     out = other.feedback(r.orchestration_id, 5)
     assert out.agent == r.best_action and out.task_type == "qa"
-    assert other.registry.get(r.best_action, "qa").success.alpha == 2.0
+    assert out.credited_agents == () and len(other.registry) == 0  # nothing ran
+    ran = first.orchestrate(
+        {"taskType": "qa"}, ["a", "b"], options=OrchestrationOptions(iterations=50, seed=1)
+    )
+    last = ran.executed_steps[-1]
+    out = other.feedback(ran.orchestration_id, 5)
+    assert out.agent == last.agent and out.credited_agents == (last.agent,)
+    assert other.registry.get(last.agent, "qa").success.alpha == 2.0
+    assert other.registry.pair(last.previous_agent, last.agent, "qa").successes == 1.0
+    assert store.load_result(ran.orchestration_id)["credited"] is True
+    third = Orchestrator(store=store)  # a restart without the models: the summary remembers
+    assert third.feedback(ran.orchestration_id, 1).duplicate and len(third.registry) == 0
     with pytest.raises(NotFoundError):
         other.feedback("never-made", 3)
 

@@ -75,3 +75,32 @@ def test_golden_trees(name: str) -> None:
         path.write_text(json.dumps(got) + "\n")
     want = json.loads(path.read_text())
     assert got == want
+
+
+def test_pool_and_heap_blocks_stay_consistent() -> None:
+    """After a search, every node's pool and heap blocks hold exactly its children, each
+    child's slot points back at it, the heap is ordered once refreshed, and the arena fits
+    in the columns (it is saved with them)."""
+    from workbench.mcts import _kernels as K
+    from workbench.mcts.tasks import gaussian_walk_task
+
+    res = search({"m": gaussian_walk_task(0.1, seed=1)}, iterations=3000, algorithm="ab-mcts-a")
+    t, p = res.state.tree, res.state.params
+    assert t.header[T.H_ARENA] < 8 * (t.size - 1)
+    for node in range(t.size):
+        K._refresh(t.ints, t.floats, t.header, p, node)
+        pool = [
+            K._arena_get(t.ints, t.ints[T.I_POOL_AT, node] + i)
+            for i in range(t.ints[T.I_N_POOL, node])
+        ]
+        heap = [
+            K._arena_get(t.ints, t.ints[T.I_HEAP_AT, node] + i)
+            for i in range(t.ints[T.I_N_HEAP, node])
+        ]
+        assert sorted(pool + heap) == sorted(t.children(node))
+        assert all(t.ints[T.I_POOL, c] == 1 and t.ints[T.I_N_CHILDREN, c] == 0 for c in pool)
+        assert all(t.ints[T.I_POOL, c] == 0 for c in heap)
+        assert [t.ints[T.I_SLOT, c] for c in pool] == list(range(len(pool)))
+        assert [t.ints[T.I_SLOT, c] for c in heap] == list(range(len(heap)))
+        keys = [t.floats[T.F_KEY, c] for c in heap]
+        assert all(keys[(i - 1) // 2] >= keys[i] for i in range(1, len(keys)))

@@ -25,7 +25,10 @@ rate and the searches in flight, never a request's contents.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic.alias_generators import to_camel
 
 from workbench.api import mcts_wire as wire
 from workbench.api.mcts_schemas import (
@@ -38,6 +41,8 @@ from workbench.api.mcts_schemas import (
 )
 from workbench.api.routing import ApiRequest, ApiRouter, Reply
 from workbench.api.services import ServiceSpec
+from workbench.api.wire import WireModel
+from workbench.mcts.graph import tree_graph
 from workbench.mcts.orchestrate import OrchestrationOptions
 from workbench.mcts.service import BatchRequest, MctsConfig, MctsService
 
@@ -96,12 +101,16 @@ async def orchestrate_batch(req: ApiRequest) -> Any:
     responses={404: "unknown or expired orchestration"},
 )
 async def feedback_route(req: ApiRequest) -> Any:
+    """Credited once per orchestration id (here or through ``/ab-mcts-rust/feedback``) to
+    the last agent that ran; a repeat changes nothing and answers ``duplicate: true``."""
     body: FeedbackBody = req.body
-    await SERVICE.of(req).feedback(body.orchestration_id, body.rating, body.comment)
+    rec = await SERVICE.of(req).feedback(body.orchestration_id, body.rating, body.comment)
     return {
-        "message": "Feedback recorded",
+        "message": "Feedback already recorded" if rec.duplicate else "Feedback recorded",
         "orchestrationId": body.orchestration_id,
         "rating": body.rating,
+        "duplicate": rec.duplicate,
+        "creditedAgents": list(rec.credited_agents),
     }
 
 
@@ -116,9 +125,39 @@ async def models_route(req: ApiRequest) -> Any:
     return wire.models(task_type, SERVICE.of(req).rankings(task_type))
 
 
-@router.get("/visualization/{orchestration_id}", summary="Tree of one orchestration")
+class VisualizationQuery(WireModel):
+    """Query of ``GET /visualization/{orchestrationId}``."""
+
+    format: Literal["platform", "graph"] = Field(
+        default="platform",
+        description="platform (the default): the platform's nodes, edges and metrics; "
+        "graph: the tree graph (nodes with parents, visits and mean scores, the best path, "
+        "how many nodes were left out, and the wider-vs-deeper decisions over time)",
+    )
+
+
+@router.get(
+    "/visualization/{orchestration_id}",
+    query=VisualizationQuery,
+    summary="Tree of one orchestration",
+    description="Without format (or with format=platform) the platform's nodes, edges and "
+    "metrics; format=graph the tree graph (workbench.mcts.graph) with camelCase keys. Any "
+    "other format is a 400 VALIDATION_ERROR naming the field and the allowed values.",
+)
 async def visualization_route(req: ApiRequest) -> Any:
-    return wire.tree_view(SERVICE.of(req).visualization(req.path["orchestration_id"]))
+    view = SERVICE.of(req).visualization(req.path["orchestration_id"])
+    if req.query.format == "graph":
+        return _camel_keys(tree_graph(view).to_dict())
+    return wire.tree_view(view)
+
+
+def _camel_keys(doc: Any) -> Any:
+    """``doc`` with every dict key in camelCase (``node_id`` -> ``nodeId``), as on the wire."""
+    if isinstance(doc, dict):
+        return {to_camel(k): _camel_keys(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_camel_keys(v) for v in doc]
+    return doc
 
 
 @router.get("/report", summary="Feedback report")

@@ -119,19 +119,26 @@ async def rust_recommend(req: ApiRequest) -> Any:
     }
 
 
-@router.post("/feedback", body=RustFeedbackBody, summary="Agent reward")
+@router.post(
+    "/feedback",
+    body=RustFeedbackBody,
+    summary="Agent reward (credited once)",
+    responses={404: "unknown or expired orchestrationId"},
+)
 async def rust_feedback(req: ApiRequest) -> Any:
     t0 = time.perf_counter()
     body: RustFeedbackBody = req.body
     rw = body.reward
-    model = await SERVICE.of(req).record_reward(
+    model, duplicate = await SERVICE.of(req).bridge_feedback_once(
+        body.session_id,
         body.agent_name,
         body.task_type,
         rw.value,
         rw.metadata.execution_time_ms or None,
         rw.metadata.tokens_used,
+        orchestration_id=body.orchestration_id,
     )
-    return wire.bridge_feedback(body.session_id, body.agent_name, model, t0)
+    return wire.bridge_feedback(body.session_id, body.agent_name, model, t0, duplicate=duplicate)
 
 
 @router.get("/health", public=True, summary="Health (raw)")

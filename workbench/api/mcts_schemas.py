@@ -323,3 +323,10 @@ class RustFeedbackBody(WireModel):
     agent_name: Name
     reward: RustReward
     task_type: Name = "general"
+    orchestration_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_MAX_ID_LENGTH,
+        description="the search's orchestrationId: the reward is credited once to what ran "
+        "(without it, once per sessionId, agentName and taskType)",
+    )

@@ -18,6 +18,7 @@ from workbench.mcts.autopilot import AutoPilotMetrics, FailedTask, QueuedTask, Q
 from workbench.mcts.models import AgentModel
 from workbench.mcts.orchestrate import (
     AgentOutcome,
+    ExecutedStep,
     ExecutionPlan,
     OrchestrationResult,
     OrchestratorStatistics,
@@ -130,6 +131,28 @@ def _response(out: AgentOutcome | None) -> dict[str, Any] | None:
     }
 
 
+def _agent_calls(steps: tuple[ExecutedStep, ...]) -> int:
+    """Steps that called an agent (a prediction of the models, marked ``predicted``, is not
+    a call)."""
+    return sum(
+        1
+        for s in steps
+        if not (isinstance(s.outcome.response, dict) and s.outcome.response.get("predicted"))
+    )
+
+
+def _executed_step(s: ExecutedStep) -> dict[str, Any]:
+    o = s.outcome
+    return {
+        "agentName": s.agent,
+        "previousAgent": s.previous_agent or None,
+        "success": bool(o.success >= 0.5),
+        "latencyMs": o.latency_ms,
+        "tokens": o.tokens,
+        "error": o.error,
+    }
+
+
 def orchestration(r: OrchestrationResult, view: TreeView | None = None) -> dict[str, Any]:
     """``POST /ab-mcts/orchestrate``'s data (with ``visualization`` when ``view`` is given)."""
     response = _response(r.outcome)
@@ -143,12 +166,14 @@ def orchestration(r: OrchestrationResult, view: TreeView | None = None) -> dict[
         "executionPath": path,
         "totalTime": r.total_time_s * 1000.0,
         "resourcesUsed": {
-            "agents": sorted(set(path)),
-            "llmCalls": 0,  # predictions only: no model was called
+            "agents": sorted(set(r.executed_path)),  # the agents that ran
+            "llmCalls": _agent_calls(r.executed_steps),
             "tokensUsed": response["tokens"] if response else 0,
         },
         "recommendations": list(r.recommendations),
         "executionPlan": execution_plan(r.execution_plan),
+        "executedPath": list(r.executed_path),
+        "steps": [_executed_step(s) for s in r.executed_steps],
     }
     if view is not None:
         out["visualization"] = tree_view(view)
@@ -389,6 +414,7 @@ def bridge_search(
         if row["agent"] in available
     ]
     return {
+        "orchestrationId": r.orchestration_id,
         "bestPath": best_path,
         "confidence": r.confidence,
         "expectedReward": best_path[0]["confidence"] if best_path else 0.0,
@@ -414,13 +440,18 @@ def bridge_recommendations(r: OrchestrationResult, limit: int) -> list[dict[str,
     ]
 
 
-def bridge_feedback(session_id: str, agent: str, model: AgentModel, t0: float) -> dict[str, Any]:
+def bridge_feedback(
+    session_id: str, agent: str, model: AgentModel, t0: float, *, duplicate: bool = False
+) -> dict[str, Any]:
+    """``POST /ab-mcts-rust/feedback``'s body; ``duplicate``: already credited, nothing
+    changed."""
     return {
         "success": True,
-        "message": "Feedback recorded",
+        "message": "Feedback already recorded" if duplicate else "Feedback recorded",
         "sessionId": session_id,
         "agentName": agent,
         "model": model.statistics(),
+        "duplicate": duplicate,
         "metadata": bridge_meta(t0),
     }
 

@@ -3,6 +3,8 @@
 * ``workbench mcts algorithms``: the registered algorithm names;
 * ``workbench mcts search --task drift --iterations 10000 --algorithm ab-mcts-a``: a search
   over a synthetic task's Python generate functions (``drift`` or ``refine``/``resample``);
+  ``--plot tree.html`` also writes the tree's figures (an icicle of visits and scores with
+  the best path outlined, and the wider-vs-deeper decisions over time) to a standalone page;
 * ``workbench mcts run --task random-walk --iterations 1000000 --algorithm uct``: the fully
   jitted path (``random-walk``, ``beta``, ``game``);
 * ``workbench mcts orchestrate --agents planner,coder --request "..."``: one orchestration
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -35,6 +38,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-depth", type=int, default=None)
     p.add_argument("--top", type=int, default=3, help="best answers to show")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.html",
+        default=None,
+        help="write the tree's figures (icicle, wider-vs-deeper decisions) to this HTML file",
+    )
+    p.add_argument(
+        "--plot-nodes", type=int, default=500, help="most visited nodes the icicle shows"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_search)
 
@@ -96,8 +108,24 @@ def _search(args: argparse.Namespace) -> int:
     )
     out = result.to_dict()
     out["top_k"] = [{"state": s, "score": v} for s, v in result.top_k(args.top)]
+    if args.plot:
+        out["plot"] = str(_plot(result, args))
     _print(out, args.json, f"{args.algorithm} on {args.task}")
     return 0
+
+
+def _plot(result: Any, args: argparse.Namespace) -> Path:
+    from workbench.mcts import tree_graph
+    from workbench.reports.mcts_figures import write_tree_report
+
+    graph = tree_graph(result, max_nodes=args.plot_nodes)
+    summary = (
+        f"{args.algorithm} on {args.task}: {result.iterations} iterations, seed {args.seed}, "
+        f"best score {result.best_score:.4f}, {result.tree_size} nodes, depth {result.depth}"
+    )
+    return write_tree_report(
+        graph, args.plot, title=f"{args.algorithm} on {args.task}", lines=[summary]
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@
 * the algorithms' registry :data:`ALGORITHMS` (``"uct"``, ``"thompson"``, ``"ab-mcts-a"``,
   ``"multi-model"``, ``"ab-mcts-m"``) and their configuration objects;
 * agent orchestration: :func:`orchestrate`, :func:`feedback` and :class:`Orchestrator`;
+* a bounded picture of a tree (nodes, best path, wider-vs-deeper decisions over time):
+  :func:`tree_graph` / :class:`TreeGraph`, plotted by :mod:`workbench.reports.mcts_figures`;
 * jitted environments in :mod:`workbench.mcts.tasks`, persistence in
   :mod:`workbench.mcts.storage`.
 
@@ -16,9 +18,11 @@ Example::
     result.top_k(3)  # [(state, score), ...] best first
 """
 
+from workbench.mcts.graph import TreeGraph, tree_graph
 from workbench.mcts.models import ModelRegistry
 from workbench.mcts.orchestrate import (
     AgentOutcome,
+    ExecutedStep,
     OrchestrationOptions,
     OrchestrationResult,
     Orchestrator,
@@ -58,6 +62,7 @@ __all__ = [
     "UCT",
     "AgentOutcome",
     "Algorithm",
+    "ExecutedStep",
     "ModelRegistry",
     "OrchestrationOptions",
     "OrchestrationResult",
@@ -66,6 +71,7 @@ __all__ = [
     "SearchState",
     "ThompsonMCTS",
     "Tree",
+    "TreeGraph",
     "Trial",
     "abandon",
     "ask",
@@ -79,5 +85,6 @@ __all__ = [
     "search_async",
     "step",
     "tell",
+    "tree_graph",
     "warmup",
 ]

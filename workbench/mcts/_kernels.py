@@ -6,12 +6,59 @@ room for one more node before a kernel adds one. Every kernel has a plain-Python
 ``tests/mcts/naive.py``.
 
 Cost: selection walks one root-to-leaf path and backpropagation walks it back up, so a step
-is O(depth x work per node), never a pass over the tree. The work per node is bounded by the
-width for UCT and Thompson sampling. For AB-MCTS-A (Gaussian model, TreeQuest's prior) a
-node's children that hold only their own score sit in a leaf pool sampled by an exact sweep
-in expected O(1) (:func:`_best_child_pooled`); children with descendants are drawn one by
-one, so a node costs O(children with descendants) - the part of a step that still grows with
-wide, deep trees. AB-MCTS-M and the Beta model draw every child.
+is O(depth x work per node), never a pass over the tree. For UCT, Thompson sampling,
+AB-MCTS-M and the Beta model the work per node is the width (:func:`_best_child` draws every
+child: the plain sampler). AB-MCTS-A with the Gaussian model and ``prior_nu = 1`` (the
+default) uses :func:`_best_child_pooled`, whose expected work per node is O(log width) plus
+the children that are genuine contenders, and whose pick has exactly the plain sampler's
+distribution.
+
+Why the fast sampler is exact. Thompson sampling picks the argmax of independent draws
+``X_i = m_i + s_i T_i`` (``T_i`` Student-t with ``nu_i`` dof, the Normal-Inverse-chi^2
+posterior of child ``i``). Any procedure that produces every ``X_i`` with its law, or
+proves it below the winner without producing it, picks with that law. A node keeps two
+kinds of children:
+
+* the *leaf pool*: children holding only their own score ``x`` in [0, 1] (the score
+  contract; :func:`workbench.mcts.search.tell` enforces it). With ``prior_nu = 1`` their
+  draw is ``m(x) + s(x) Q2(1 - V)`` with ``Q2`` the closed-form t_2 quantile and ``V``
+  uniform, and ``m(x) <= m_max``, ``s(x) <= s_max`` over [0, 1]. The pool's uniforms are
+  generated in increasing order (order statistics) and handed to distinct pooled children
+  chosen uniformly at random (a partial Fisher-Yates shuffle of the dense pool block), so
+  the dominating values ``m_max + s_max Q2(1 - V)`` fall; while ``V < 1/2`` a child's draw
+  is at most its dominating value, so once that falls below the best draw no remaining
+  pooled child can win. If the next uniform reaches 1/2 it is given to a random remaining
+  child and the rest are drawn uniform above it (exactly their conditional law).
+* the *heap*: children that have descendants or had a pending trial, keyed by
+  ``k_i = m_i + s_i c(nu_i)``. For ``t >= c > 1`` the t density obeys
+  ``f(t) <= f(c) (t / c)^-b`` with ``b = c^2 (nu + 1) / (nu + c^2) > 1``; ``c(nu)``
+  (:func:`tail_quantile`, tabulated per visit count) puts this envelope's mass above ``c``
+  at ``r _TAIL`` with ``r <= 1``, so ``P(X_i > k_i) <= r _TAIL``. Split each draw by the
+  event ``X_i > k_i``. A preorder walk of the heap draws every child whose key is at least
+  the best draw so far (a subtree whose top key is below it holds only smaller keys); a
+  child not drawn had ``k_i`` below the best, so it can only win through that event. The
+  tail step then makes each such child a candidate with probability ``_TAIL`` (geometric
+  gaps along the heap), keeps a candidate with probability ``r``, proposes ``T`` from the
+  normalised envelope above ``c`` (Pareto: closed-form inverse) and accepts it with
+  probability density / envelope. A child thereby exceeds its key with probability exactly
+  ``_TAIL r (P(T > c) / (r _TAIL)) = P(X_i > k_i)``, and then with the law of ``X_i``
+  given that event; otherwise its draw is at most its key and never needed. Proposals that
+  cannot beat the best draw need not be made: :func:`_tail_draw` proposes only above the
+  best draw's t value (the Pareto tail's share of the envelope there has a closed form).
+  When the best draw is far above the top key (a wide heap under a node whose leaf pool
+  holds the winner), the candidate probability drops from ``_TAIL`` to a bound on every
+  such share, from the top key, the largest key margin and the smallest envelope exponent
+  seen at the node, and candidates are thinned by the ratio: O(1) candidates, not
+  O(width / 64).
+
+The pool is searched first (its best draw prunes the heap), then the heap, then the tail.
+Keys use visit statistics only: below a node with pending trials under its children
+(batched asks add pseudo-observations) the heap children are all drawn. Keys are refreshed
+lazily: a trial's path flags each node in its parent's dirty list and the parent recomputes
+those keys (O(log width) each) the next time it samples. The chi-square tests in
+``tests/mcts/test_kernels.py`` compare the picks with the plain sampler's on identical trees.
+The only approximation is floating point (the key tables carry relative errors near 1e-10
+for very large ``nu``, from ``lgamma`` differences).
 """
 
 from __future__ import annotations
@@ -27,30 +74,42 @@ from workbench.mcts.types import (
     ALGO_THOMPSON,
     ALGO_UCT,
     DIST_BETA,
+    F_EXPONENT,
     F_GEN_N,
     F_GEN_SUM,
     F_GEN_SUMSQ,
+    F_KEY,
+    F_MARGIN,
     F_SCORE,
     F_SUM,
     F_SUMSQ,
+    F_TAIL_Q,
+    F_TAIL_R,
+    H_ARENA,
     H_SIZE,
     H_SWEEP,
     I_ACTION,
+    I_ARENA,
     I_DEPTH,
+    I_DIRTY_HEAD,
+    I_DIRTY_NEXT,
     I_ENV_STATE,
     I_FIRST_CHILD,
-    I_LO,
+    I_HEAP_AT,
+    I_HEAP_CAP,
     I_MARK,
     I_N_CHILDREN,
+    I_N_HEAP,
     I_N_POOL,
     I_NEXT_SIBLING,
     I_PARENT,
     I_PENDING,
     I_PENDING_GEN,
     I_POOL,
+    I_POOL_AT,
+    I_POOL_CAP,
+    I_SLOT,
     I_VISITS,
-    I_X_HEAD,
-    I_X_NEXT,
     P_ALGO,
     P_C,
     P_DIST,
@@ -74,6 +133,7 @@ __all__ = [
     "add_child",
     "env_search",
     "init_root",
+    "mark_pending",
     "posterior_sample",
     "release_pending",
     "select_expansion",
@@ -93,11 +153,15 @@ def init_root(ints: np.ndarray, floats: np.ndarray, header: np.ndarray, env_stat
     ints[I_FIRST_CHILD, 0] = -1
     ints[I_NEXT_SIBLING, 0] = -1
     ints[I_ACTION, 0] = -1
-    ints[I_X_HEAD, 0] = -1
-    ints[I_X_NEXT, 0] = -1
-    ints[I_LO, 0] = -1
+    ints[I_HEAP_AT, 0] = -1
+    ints[I_POOL_AT, 0] = -1
+    ints[I_SLOT, 0] = -1
+    ints[I_DIRTY_HEAD, 0] = -1
+    ints[I_DIRTY_NEXT, 0] = -2
     ints[I_ENV_STATE, 0] = env_state
     header[H_SIZE] = 1
+    header[H_SWEEP] = 0
+    header[H_ARENA] = 0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -192,18 +256,74 @@ def _best_child(
 
 
 _SMALL_POOL = 16
-_POOL_TRIES = 64
+#: Tail budget of the heap sampler: a heap child's draw exceeds its key with probability at
+#: most this (see :func:`tail_quantile`); about ``width / 256`` tail checks per visit.
+_TAIL = 1.0 / 64.0
+_LOG_TAIL = math.log(_TAIL)
+_FIRST_BLOCK = 4
+
+
+@nb.njit(cache=True, nogil=True)
+def _arena_get(ints: np.ndarray, a: int) -> int:
+    return ints[I_ARENA + (a & 7), a >> 3]
+
+
+@nb.njit(cache=True, nogil=True)
+def _arena_set(ints: np.ndarray, a: int, value: int) -> None:
+    ints[I_ARENA + (a & 7), a >> 3] = value
+
+
+@nb.njit(cache=True, nogil=True)
+def _block_append(
+    ints: np.ndarray,
+    header: np.ndarray,
+    node: int,
+    at_field: int,
+    cap_field: int,
+    count: int,
+    child: int,
+) -> None:
+    """Put ``child`` at index ``count`` of one of ``node``'s arena blocks (moving the block to
+    a fresh one of twice the size when it is full) and record its slot."""
+    at = ints[at_field, node]
+    cap = ints[cap_field, node]
+    if count >= cap:
+        new_cap = max(2 * cap, _FIRST_BLOCK)
+        new_at = header[H_ARENA]
+        header[H_ARENA] = new_at + new_cap
+        for i in range(count):
+            _arena_set(ints, new_at + i, _arena_get(ints, at + i))
+        ints[at_field, node] = new_at
+        ints[cap_field, node] = new_cap
+        at = new_at
+    _arena_set(ints, at + count, child)
+    ints[I_SLOT, child] = count
+
+
+@nb.njit(cache=True, nogil=True)
+def _pool_swap(ints: np.ndarray, at: int, i: int, j: int) -> None:
+    """Swap pool positions ``i`` and ``j`` of the block at ``at``."""
+    a = _arena_get(ints, at + i)
+    b = _arena_get(ints, at + j)
+    _arena_set(ints, at + i, b)
+    _arena_set(ints, at + j, a)
+    ints[I_SLOT, b] = i
+    ints[I_SLOT, a] = j
 
 
 @nb.njit(cache=True, nogil=True)
 def _unpool(ints: np.ndarray, node: int) -> None:
-    """Move ``node`` from its parent's leaf pool to the parent's explicit list."""
+    """``node``'s statistics are about to change: flag it for a key refresh in its parent.
+
+    A pooled node is marked as leaving the pool (``I_POOL`` 2); its parent moves it from the
+    pool block to the heap at its next refresh (:func:`_refresh`), where the arena can grow.
+    """
     if ints[I_POOL, node] == 1:
-        ints[I_POOL, node] = 0
+        ints[I_POOL, node] = 2
+    if ints[I_DIRTY_NEXT, node] == -2:
         parent = ints[I_PARENT, node]
-        ints[I_N_POOL, parent] -= 1
-        ints[I_X_NEXT, node] = ints[I_X_HEAD, parent]
-        ints[I_X_HEAD, parent] = node
+        ints[I_DIRTY_NEXT, node] = ints[I_DIRTY_HEAD, parent]
+        ints[I_DIRTY_HEAD, parent] = node
 
 
 @nb.njit(cache=True, nogil=True)
@@ -226,6 +346,210 @@ def leaf_location_scale(x: float, params: np.ndarray) -> tuple:
 
 
 @nb.njit(cache=True, nogil=True)
+def t_location_scale(n: float, s: float, q: float, params: np.ndarray) -> tuple:
+    """``(location, scale, dof)`` of the Student-t that :func:`posterior_sample` draws from
+    (Gaussian model) for sufficient statistics ``(n, sum, sum sq)``."""
+    m0 = params[P_PRIOR_M]
+    k0 = params[P_PRIOR_KAPPA]
+    nu0 = params[P_PRIOR_NU]
+    t0 = params[P_PRIOR_TAU2]
+    if n > 0.0:
+        ave = s / n
+        ss = max(q - n * ave * ave, 0.0)
+        kn = k0 + n
+        nun = nu0 + n
+        mn = (k0 * m0 + s) / kn
+        tn = (nu0 * t0 + ss + n * k0 * (m0 - ave) * (m0 - ave) / kn) / nun
+    else:
+        kn = k0
+        nun = nu0
+        mn = m0
+        tn = t0
+    return mn, math.sqrt(tn / kn), nun
+
+
+@nb.njit(cache=True, nogil=True)
+def log_envelope_mass(nu: float, c: float) -> float:
+    """Log of the mass above ``c > 1`` of the power-law envelope of the ``t_nu`` density.
+
+    For ``t >= c`` the density obeys ``f(t) <= f(c) (t / c)^-b`` with
+    ``b = c^2 (nu + 1) / (nu + c^2)`` (``log(1 + t^2/nu) - (2b / (nu + 1)) log t`` grows for
+    ``t >= c``), and ``b > 1`` for ``c > 1``; the envelope's mass is ``f(c) c / (b - 1)``.
+    """
+    c2 = c * c
+    log_k = math.lgamma(0.5 * (nu + 1.0)) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi)
+    return (
+        log_k
+        - 0.5 * (nu + 1.0) * math.log1p(c2 / nu)
+        + math.log(c)
+        + math.log(nu + c2)
+        - math.log(nu)
+        - math.log(c2 - 1.0)
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def tail_quantile(nu: float) -> tuple:
+    """``(c, r)``: the point above which the ``t_nu`` envelope of :func:`log_envelope_mass`
+    holds mass ``r * _TAIL`` with ``r <= 1`` (and ``r`` within 1e-9 of 1).
+
+    The log mass minus ``log(_TAIL)`` falls strictly from +inf at ``c = 1`` to -inf, so a
+    bracketed Newton iteration finds the root; the returned ``c`` is the bracket's upper end,
+    where the mass is certified not to exceed the budget. Hand-written because kernels cannot
+    call SciPy, and it needs only ``lgamma``.
+    """
+    lo = 1.0
+    hi = 2.0
+    while log_envelope_mass(nu, hi) > _LOG_TAIL:
+        lo = hi
+        hi *= 2.0
+    c = hi
+    for _ in range(200):
+        g = log_envelope_mass(nu, c) - _LOG_TAIL
+        if g > 0.0:
+            lo = c
+        else:
+            hi = c
+            if g > -1e-10:
+                break
+        c2 = c * c
+        dg = -(nu - 1.0) * c / (nu + c2) + 1.0 / c - 2.0 * c / (c2 - 1.0)
+        nxt = c - g / dg
+        if not (lo < nxt < hi):
+            nxt = 0.5 * (lo + hi)
+        if hi - lo <= 1e-13 * hi:
+            break
+        c = nxt
+    return hi, math.exp(log_envelope_mass(nu, hi) - _LOG_TAIL)
+
+
+@nb.njit(cache=True, nogil=True)
+def _tail_entry(floats: np.ndarray, params: np.ndarray, n: int) -> tuple:
+    """``(c, r)`` of :func:`tail_quantile` for a child with ``n`` visits, from the tree's
+    table (filled on first use)."""
+    c = floats[F_TAIL_Q, n]
+    if c == 0.0:
+        c, r = tail_quantile(params[P_PRIOR_NU] + n)
+        floats[F_TAIL_Q, n] = c
+        floats[F_TAIL_R, n] = r
+    return c, floats[F_TAIL_R, n]
+
+
+@nb.njit(cache=True, nogil=True)
+def _heap_fix(ints: np.ndarray, floats: np.ndarray, node: int, i: int) -> None:
+    """Restore the max-heap order of ``node``'s heap after the key at index ``i`` changed."""
+    at = ints[I_HEAP_AT, node]
+    w = ints[I_N_HEAP, node]
+    child = _arena_get(ints, at + i)
+    key = floats[F_KEY, child]
+    while i > 0:
+        up = (i - 1) >> 1
+        other = _arena_get(ints, at + up)
+        if floats[F_KEY, other] >= key:
+            break
+        _arena_set(ints, at + i, other)
+        ints[I_SLOT, other] = i
+        i = up
+    while True:
+        left = 2 * i + 1
+        if left >= w:
+            break
+        big = left
+        bl = _arena_get(ints, at + left)
+        if left + 1 < w:
+            br = _arena_get(ints, at + left + 1)
+            if floats[F_KEY, br] > floats[F_KEY, bl]:
+                big = left + 1
+                bl = br
+        if floats[F_KEY, bl] <= key:
+            break
+        _arena_set(ints, at + i, bl)
+        ints[I_SLOT, bl] = i
+        i = big
+    _arena_set(ints, at + i, child)
+    ints[I_SLOT, child] = i
+
+
+@nb.njit(cache=True, nogil=True)
+def _refresh(
+    ints: np.ndarray, floats: np.ndarray, header: np.ndarray, params: np.ndarray, node: int
+) -> None:
+    """Bring ``node``'s heap up to date: move children that left the pool into it and
+    recompute the key of every child whose statistics changed (its dirty list).
+
+    A key is ``location + scale * c`` of the child's Student-t posterior from its visits
+    alone (pending trials are handled by the caller), with ``c`` from :func:`tail_quantile`.
+    """
+    child = ints[I_DIRTY_HEAD, node]
+    ints[I_DIRTY_HEAD, node] = -1
+    while child >= 0:
+        nxt = ints[I_DIRTY_NEXT, child]
+        ints[I_DIRTY_NEXT, child] = -2
+        if ints[I_POOL, child] == 2:
+            pat = ints[I_POOL_AT, node]
+            last = ints[I_N_POOL, node] - 1
+            _pool_swap(ints, pat, ints[I_SLOT, child], last)
+            ints[I_N_POOL, node] = last
+            ints[I_POOL, child] = 0
+            w = ints[I_N_HEAP, node]
+            _block_append(ints, header, node, I_HEAP_AT, I_HEAP_CAP, w, child)
+            ints[I_N_HEAP, node] = w + 1
+        n = ints[I_VISITS, child]
+        m, sd, nu = t_location_scale(float(n), floats[F_SUM, child], floats[F_SUMSQ, child], params)
+        c, _ = _tail_entry(floats, params, n)
+        floats[F_KEY, child] = m + sd * c
+        floats[F_MARGIN, node] = max(floats[F_MARGIN, node], sd * c)
+        e = c * c * (nu + 1.0) / (nu + c * c) - 1.0
+        if floats[F_EXPONENT, node] == 0.0 or e < floats[F_EXPONENT, node]:
+            floats[F_EXPONENT, node] = e
+        _heap_fix(ints, floats, node, ints[I_SLOT, child])
+        child = nxt
+
+
+@nb.njit(cache=True, nogil=True)
+def _tail_draw(
+    ints: np.ndarray,
+    floats: np.ndarray,
+    params: np.ndarray,
+    rng: np.ndarray,
+    child: int,
+    best_val: float,
+    thin: float,
+) -> float:
+    """A heap child's draw when it beats ``best_val`` through its tail, else -inf.
+
+    Called with probability ``_TAIL / thin`` for a child whose key is below ``best_val``; a
+    draw comes back with probability ``thin P(draw > best_val) / _TAIL`` and with the
+    posterior law conditioned on that event. The envelope of :func:`log_envelope_mass`
+    above ``c`` has mass ``r _TAIL``; its part above ``z = (best_val - location) / scale``
+    is the share ``(c / z)^(b - 1)`` (a Pareto tail), so one uniform decides whether a
+    proposal above ``z`` is made, the proposal is Pareto above ``z``, and it is accepted
+    with probability density / envelope. Proposals between ``c`` and ``z`` could never win
+    and are skipped.
+    """
+    n = ints[I_VISITS, child]
+    m, sd, nu = t_location_scale(float(n), floats[F_SUM, child], floats[F_SUMSQ, child], params)
+    c, r = _tail_entry(floats, params, n)
+    c2 = c * c
+    b = c2 * (nu + 1.0) / (nu + c2)
+    z = (best_val - m) / sd
+    lo = c
+    rho = r * thin
+    if z > c:
+        lo = z
+        rho = r * thin * math.exp((b - 1.0) * math.log(c / z))
+    if rng_uniform(rng) >= rho:
+        return -_INF
+    y = lo * (1.0 - rng_uniform(rng)) ** (-1.0 / (b - 1.0))
+    log_acc = 0.5 * (nu + 1.0) * (math.log1p(c2 / nu) - math.log1p(y * y / nu)) + b * math.log(
+        y / c
+    )
+    if rng_uniform(rng) >= math.exp(log_acc):
+        return -_INF
+    return m + sd * y
+
+
+@nb.njit(cache=True, nogil=True)
 def _best_child_pooled(
     ints: np.ndarray,
     floats: np.ndarray,
@@ -235,83 +559,134 @@ def _best_child_pooled(
     node: int,
     max_depth: int,
 ) -> int:
-    """Thompson sampling over the children of ``node`` without drawing for every leaf child.
+    """Thompson sampling over the children of ``node`` without drawing for every child.
 
-    Exact in distribution for the Gaussian model with ``prior_nu = 1`` and scores in
-    [0, 1]. Children that left the leaf pool are drawn one by one. A pooled child's draw is
-    ``m(x) + s(x) T`` with ``T ~ t_2``, and ``m(x) <= m_max``, ``s(x) <= s_max`` over [0, 1].
-    Each pooled child gets an independent uniform ``V`` and the draw ``m + s Q(1 - V)``;
-    the uniforms are generated in increasing order (order statistics of ``c`` uniforms) and
-    handed to distinct pooled children picked uniformly at random, so the dominating values
-    ``m_max + s_max Q(1 - V)`` decrease. While ``V < 1/2`` each child's draw is at most its
-    dominating value, so once a dominating value falls below the best draw no remaining
-    child can win and the sweep stops. If ``V`` reaches 1/2 or random picking keeps missing,
-    the remaining children are drawn one by one with ``V`` uniform above the last one used.
-    The expected work is O(1 + explicit children) for large pools instead of O(children).
+    Exact in distribution for the Gaussian model with ``prior_nu = 1`` and scores in [0, 1]
+    (the module docstring has the argument); the plain sampler is :func:`_best_child`.
+    Expected work: O(log width) to refresh keys, the heap children whose key beats the best
+    draw so far, about ``heap size / 256`` tail checks, and O(1) for the leaf pool.
     """
+    if ints[I_DEPTH, node] + 1 >= max_depth:
+        return -1
+    _refresh(ints, floats, header, params, node)
     vl = params[P_VIRTUAL]
     best = -1
     best_val = -_INF
-    child = ints[I_X_HEAD, node]
-    while child >= 0:
-        if ints[I_DEPTH, child] < max_depth:
+    sweep = header[H_SWEEP] + 1
+    header[H_SWEEP] = sweep
+    w = ints[I_N_HEAP, node]
+    hat = ints[I_HEAP_AT, node]
+    exact_keys = ints[I_PENDING, node] == ints[I_PENDING_GEN, node]
+    c = ints[I_N_POOL, node]
+    if c > 0:
+        pat = ints[I_POOL_AT, node]
+        v_used = 0.0
+        j = 0
+        done = False
+        if c > _SMALL_POOL:
+            m_a, s_a = leaf_location_scale(0.0, params)
+            m_b, s_b = leaf_location_scale(1.0, params)
+            m_max = max(m_a, m_b)
+            s_max = max(s_a, s_b)
+            while j < c:
+                u = 1.0 - rng_uniform(rng)
+                v = 1.0 - (1.0 - v_used) * u ** (1.0 / (c - j))
+                v = min(max(v, 1e-300), 1.0 - 1e-16)
+                if v >= 0.5:
+                    # past the dominated range: v is the smallest remaining uniform; it goes
+                    # to a random remaining child, the others are uniform above it
+                    _pool_swap(ints, pat, j, j + rng_integers(rng, c - j))
+                    found = _arena_get(ints, pat + j)
+                    m, s = leaf_location_scale(floats[F_SCORE, found], params)
+                    val = m + s * t2_quantile(1.0 - v)
+                    if val > best_val or best < 0:
+                        best_val = val
+                        best = found
+                    v_used = v
+                    j += 1
+                    break
+                tq = t2_quantile(1.0 - v)
+                if best >= 0 and m_max + s_max * tq <= best_val:
+                    done = True
+                    break
+                _pool_swap(ints, pat, j, j + rng_integers(rng, c - j))
+                found = _arena_get(ints, pat + j)
+                m, s = leaf_location_scale(floats[F_SCORE, found], params)
+                val = m + s * tq
+                if val > best_val or best < 0:
+                    best_val = val
+                    best = found
+                v_used = v
+                j += 1
+        if not done:
+            for k in range(j, c):
+                child = _arena_get(ints, pat + k)
+                v = v_used + (1.0 - v_used) * rng_uniform(rng)
+                v = min(max(v, 1e-300), 1.0 - 1e-16)
+                m, s = leaf_location_scale(floats[F_SCORE, child], params)
+                val = m + s * t2_quantile(1.0 - v)
+                if val > best_val or best < 0:
+                    best_val = val
+                    best = child
+    if not exact_keys:
+        # pending trials below a child add pseudo-observations the keys ignore: draw all
+        for i in range(w):
+            child = _arena_get(ints, hat + i)
             n, s, q = _child_stats(ints, floats, child, vl)
             val = posterior_sample(n, s, q, params, rng)
             if val > best_val or best < 0:
                 best_val = val
                 best = child
-        child = ints[I_X_NEXT, child]
-    c = ints[I_N_POOL, node]
-    if c == 0 or ints[I_DEPTH, node] + 1 >= max_depth:
-        return best
-    v_used = 0.0
-    sweep = header[H_SWEEP] + 1
-    header[H_SWEEP] = sweep
-    if c > _SMALL_POOL:
-        m_a, s_a = leaf_location_scale(0.0, params)
-        m_b, s_b = leaf_location_scale(1.0, params)
-        m_max = max(m_a, m_b)
-        s_max = max(s_a, s_b)
-        lo = ints[I_LO, node]
-        span = ints[I_FIRST_CHILD, node] - lo + 1
-        j = 0
-        while j < c:
-            u = 1.0 - rng_uniform(rng)
-            v = 1.0 - (1.0 - v_used) * u ** (1.0 / (c - j))
-            if v >= 0.5 or v <= 0.0:
+    elif w > 0:
+        # preorder walk of the heap, skipping every subtree whose top key is below the best
+        i = 0
+        while True:
+            if i < w:
+                child = _arena_get(ints, hat + i)
+                if best < 0 or floats[F_KEY, child] >= best_val:
+                    ints[I_MARK, child] = sweep
+                    val = posterior_sample(
+                        float(ints[I_VISITS, child]),
+                        floats[F_SUM, child],
+                        floats[F_SUMSQ, child],
+                        params,
+                        rng,
+                    )
+                    if val > best_val or best < 0:
+                        best_val = val
+                        best = child
+                    i = 2 * i + 1
+                    continue
+            while i > 0 and i % 2 == 0:
+                i = (i - 1) >> 1
+            if i == 0:
                 break
-            tq = t2_quantile(1.0 - v)
-            if best >= 0 and m_max + s_max * tq <= best_val:
-                return best
-            found = -1
-            for _ in range(_POOL_TRIES):
-                i = lo + rng_integers(rng, span)
-                if ints[I_PARENT, i] == node and ints[I_POOL, i] == 1 and ints[I_MARK, i] != sweep:
-                    found = i
-                    break
-            if found < 0:
+            i += 1
+    if exact_keys and w > 0:
+        # tail step: each heap child not drawn above is a candidate with probability
+        # rate (geometric gaps), and a candidate's draw above the best is made exactly.
+        # rate bounds every such child's P(draw > best) / _TAIL * _TAIL: its key is at most
+        # the top key, so (best - location) / scale >= c (1 + (best - top) / margin), and
+        # the envelope's share above that is at most (1 + (best - top) / margin)^-exponent
+        rate = _TAIL
+        top = floats[F_KEY, _arena_get(ints, hat)]
+        if best_val > top:
+            gap = (best_val - top) / floats[F_MARGIN, node]
+            rate = _TAIL * math.exp(-floats[F_EXPONENT, node] * math.log1p(gap))
+        log1m = math.log1p(-rate)
+        i = -1
+        while log1m < 0.0:
+            skip = math.log(1.0 - rng_uniform(rng)) / log1m
+            if skip >= w - 1 - i:
                 break
-            ints[I_MARK, found] = sweep
-            m, s = leaf_location_scale(floats[F_SCORE, found], params)
-            val = m + s * tq
-            if val > best_val or best < 0:
-                best_val = val
-                best = found
-            v_used = v
-            j += 1
-        if j == c:
-            return best
-    child = ints[I_FIRST_CHILD, node]
-    while child >= 0:
-        if ints[I_POOL, child] == 1 and ints[I_MARK, child] != sweep:
-            v = v_used + (1.0 - v_used) * rng_uniform(rng)
-            v = min(max(v, 1e-300), 1.0 - 1e-16)
-            m, s = leaf_location_scale(floats[F_SCORE, child], params)
-            val = m + s * t2_quantile(1.0 - v)
-            if val > best_val or best < 0:
+            i += 1 + int(skip)
+            child = _arena_get(ints, hat + i)
+            if ints[I_MARK, child] == sweep:
+                continue
+            val = _tail_draw(ints, floats, params, rng, child, best_val, _TAIL / rate)
+            if val > best_val:
                 best_val = val
                 best = child
-        child = ints[I_NEXT_SIBLING, child]
     return best
 
 
@@ -537,6 +912,17 @@ def release_pending(ints: np.ndarray, node: int) -> None:
 
 
 @nb.njit(cache=True, nogil=True)
+def mark_pending(ints: np.ndarray, node: int) -> None:
+    """Mark one trial that expands ``node`` pending again after :func:`release_pending`
+    (the counts only; the path already left the leaf pool when it was selected)."""
+    ints[I_PENDING_GEN, node] += 1
+    p = node
+    while p >= 0:
+        ints[I_PENDING, p] += 1
+        p = ints[I_PARENT, p]
+
+
+@nb.njit(cache=True, nogil=True)
 def add_child(
     ints: np.ndarray,
     floats: np.ndarray,
@@ -569,13 +955,20 @@ def add_child(
     ints[I_ENV_STATE, new] = 0
     ints[I_POOL, new] = 1
     ints[I_N_POOL, new] = 0
-    ints[I_X_HEAD, new] = -1
-    ints[I_X_NEXT, new] = -1
-    ints[I_LO, new] = -1
+    ints[I_N_HEAP, new] = 0
+    ints[I_POOL_AT, new] = -1
+    ints[I_POOL_CAP, new] = 0
+    ints[I_HEAP_AT, new] = -1
+    ints[I_HEAP_CAP, new] = 0
+    ints[I_DIRTY_HEAD, new] = -1
+    ints[I_DIRTY_NEXT, new] = -2
     ints[I_MARK, new] = 0
-    ints[I_N_POOL, parent] += 1
-    if ints[I_LO, parent] < 0:
-        ints[I_LO, parent] = new
+    floats[F_KEY, new] = 0.0
+    floats[F_MARGIN, new] = 0.0
+    floats[F_EXPONENT, new] = 0.0
+    count = ints[I_N_POOL, parent]
+    _block_append(ints, header, parent, I_POOL_AT, I_POOL_CAP, count, new)
+    ints[I_N_POOL, parent] = count + 1
     sq = score * score
     floats[F_SCORE, new] = score
     floats[F_SUM, new] = score
@@ -696,8 +1089,8 @@ def env_search(
                 ints[I_PENDING_GEN, new] = 0
                 ints[I_ENV_STATE, new] = new_state
                 ints[I_POOL, new] = 0
-                ints[I_X_HEAD, new] = -1
-                ints[I_LO, new] = -1
+                ints[I_HEAP_AT, new] = -1
+                ints[I_POOL_AT, new] = -1
                 floats[F_SCORE, new] = score
                 floats[F_SUM, new] = 0.0
                 floats[F_SUMSQ, new] = 0.0
@@ -709,146 +1102,3 @@ def env_search(
                 break
             node = _best_child(ints, floats, params, rng, node, algo, depth + 1)
     return added
-
-
-# --- agent orchestration ------------------------------------------------------------------
-# Columns of the per-agent parameter matrix (see AgentModel.kernel_params).
-A_ALPHA, A_BETA, A_MU, A_KAPPA, A_A, A_B, A_USAGE_A, A_USAGE_B, A_RELIABILITY = range(9)
-
-
-@nb.njit(cache=True, nogil=True)
-def simulate_agent(agents: np.ndarray, agent: int, rng: np.ndarray) -> tuple:
-    """One predicted outcome of ``agent`` from its models (no sleeping, no real call).
-
-    Returns ``(reward, success, latency_ms, tokens)`` with the platform's reward
-    ``0.5 quality + 0.3 max(0, 1 - ms/10000) + 0.2 max(0, 1 - tokens/1000)`` where quality is
-    1 on success and 0 on failure.
-    """
-    p = rng_beta(rng, agents[agent, A_ALPHA], agents[agent, A_BETA])
-    success = rng_uniform(rng) < p
-    tau = rng_gamma(rng, agents[agent, A_A]) / agents[agent, A_B]
-    mean = agents[agent, A_MU] + rng_normal(rng) / math.sqrt(agents[agent, A_KAPPA] * tau)
-    ms = max(mean + rng_normal(rng) / math.sqrt(tau), 0.0)
-    rate = rng_gamma(rng, agents[agent, A_USAGE_A]) / agents[agent, A_USAGE_B]
-    tokens = -math.log(1.0 - rng_uniform(rng)) / rate
-    quality = 1.0 if success else 0.0
-    reward = (
-        0.5 * quality + 0.3 * max(0.0, 1.0 - ms / 10000.0) + 0.2 * max(0.0, 1.0 - tokens / 1000.0)
-    )
-    return reward, success, ms, tokens
-
-
-@nb.njit(cache=True, nogil=True)
-def orchestrate_search(
-    ints: np.ndarray,
-    floats: np.ndarray,
-    header: np.ndarray,
-    agents: np.ndarray,
-    iterations: int,
-    max_depth: int,
-    c: float,
-    gamma: float,
-    w_thompson: float,
-    prior_a: float,
-    prior_b: float,
-    budget: float,
-    rng: np.ndarray,
-) -> tuple:
-    """Search over sequences of agents: ``iterations`` times select (``w_thompson`` x a Beta
-    Thompson draw + (1 - w) x UCB1 of each child), expand one *untried* agent (chosen by
-    Thompson sampling of the agents' success models), simulate it with
-    :func:`simulate_agent` together with the agents above it (the path's value is their mean
-    reward), and backpropagate it discounted by ``gamma`` per level.
-    A node at ``max_depth`` is re-simulated instead of expanded. Each simulation spends
-    ``tokens / 1000`` of ``budget``; the search stops when it is spent.
-
-    The caller guarantees ``iterations`` free columns. Returns ``(iterations done, budget
-    left)``.
-    """
-    n_agents = agents.shape[0]
-    tried = np.zeros(n_agents, dtype=np.bool_)
-    done = 0
-    for _ in range(iterations):
-        if budget <= 0.0:
-            break
-        node = 0
-        leaf = -1
-        while leaf < 0:
-            d = ints[I_DEPTH, node]
-            if d >= max_depth:
-                leaf = node
-                break
-            nc = ints[I_N_CHILDREN, node]
-            if nc < n_agents:
-                tried[:] = False
-                child = ints[I_FIRST_CHILD, node]
-                while child >= 0:
-                    tried[ints[I_ACTION, child]] = True
-                    child = ints[I_NEXT_SIBLING, child]
-                best = -1
-                best_val = -1.0
-                for a in range(n_agents):
-                    if not tried[a]:
-                        v = rng_beta(rng, agents[a, A_ALPHA], agents[a, A_BETA])
-                        if v > best_val:
-                            best_val = v
-                            best = a
-                new = header[H_SIZE]
-                header[H_SIZE] = new + 1
-                ints[I_PARENT, new] = node
-                ints[I_FIRST_CHILD, new] = -1
-                ints[I_NEXT_SIBLING, new] = ints[I_FIRST_CHILD, node]
-                ints[I_FIRST_CHILD, node] = new
-                ints[I_N_CHILDREN, new] = 0
-                ints[I_N_CHILDREN, node] = nc + 1
-                ints[I_DEPTH, new] = d + 1
-                ints[I_ACTION, new] = best
-                ints[I_VISITS, new] = 0
-                floats[F_SCORE, new] = 0.0
-                ints[I_POOL, new] = 0
-                ints[I_X_HEAD, new] = -1
-                ints[I_LO, new] = -1
-                floats[F_SUM, new] = 0.0
-                floats[F_SUMSQ, new] = 0.0
-                leaf = new
-                break
-            parent_n = float(ints[I_VISITS, node])
-            best = -1
-            best_val = -_INF
-            child = ints[I_FIRST_CHILD, node]
-            while child >= 0:
-                n = float(ints[I_VISITS, child])
-                s = floats[F_SUM, child]
-                ts = rng_beta(rng, prior_a + s, prior_b + max(n - s, 0.0))
-                val = w_thompson * ts + (1.0 - w_thompson) * ucb_score(n, s, parent_n, c)
-                if val > best_val or best < 0:
-                    best_val = val
-                    best = child
-                child = ints[I_NEXT_SIBLING, child]
-            node = best
-        if leaf == 0:
-            break  # max_depth 0: nothing to search
-        # The value of a sequence is the mean predicted reward of its agents, so every
-        # agent on the path is credited for its own part (the platform rewarded the leaf
-        # agent only, which drowns the first agent's signal in its successors').
-        total = 0.0
-        count = 0
-        p = leaf
-        while p > 0:
-            r1, _, _, tokens = simulate_agent(agents, ints[I_ACTION, p], rng)
-            budget -= tokens * 0.001
-            total += r1
-            count += 1
-            p = ints[I_PARENT, p]
-        reward = total / count
-        floats[F_SCORE, leaf] += reward
-        r = reward
-        p = leaf
-        while p >= 0:
-            ints[I_VISITS, p] += 1
-            floats[F_SUM, p] += r
-            floats[F_SUMSQ, p] += r * r
-            r *= gamma
-            p = ints[I_PARENT, p]
-        done += 1
-    return done, budget

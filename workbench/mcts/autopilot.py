@@ -3,7 +3,8 @@
 Tasks wait in a bounded priority queue and are run a batch at a time (five by default) by
 one loop on the event loop, through the host's ``run_orchestration`` (the
 :class:`~workbench.mcts.service.MctsService`). Each finished task gets an automatic feedback
-score, the mean of ``1 - t/10000 ms``, ``1 - tokens/5000`` and ``1 - agents/10``, recorded
+score, the mean of ``1 - t/10000 ms``, ``1 - tokens/5000`` and ``1 - agents/10`` (the
+steps that ran; the planned ones when nothing ran), recorded
 as a reward when it is at least 0.7; a reward the host refuses (the orchestration expired,
 the store is down) is logged and not counted, and the run still counts as successful. A
 failed task is queued again with priority -1 until it has failed 3 times; then it is kept
@@ -416,7 +417,7 @@ class AutoPilot:
         score = (
             max(0.0, 1 - ms / 10_000)
             + max(0.0, 1 - tokens / 5000)
-            + max(0.0, 1 - len(r.best_path) / 10)
+            + max(0.0, 1 - len(r.executed_steps or r.best_path) / 10)
         ) / 3
         prev = self._metrics.average_response_time_ms
         self._metrics = replace(

@@ -18,6 +18,7 @@ from workbench.errors import StorageFormatError
 __all__ = [
     "SAVED_FORMAT",
     "AgentOutcome",
+    "ExecutedStep",
     "ExecutionPlan",
     "FeedbackRecord",
     "OrchestrationResult",
@@ -51,6 +52,66 @@ class AgentOutcome:
     tokens: float = 0.0
     response: Any = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutedStep:
+    """One step of a plan that ran.
+
+    Attributes:
+        agent: The agent.
+        previous_agent: The agent before it (``""`` for the first step).
+        outcome: What it produced.
+        agent_n, pair_n: The ``n`` of the agent's and of the pair's model just after this
+            outcome was learnt (locating it for a later correction by feedback); -1 when it
+            was not learnt.
+        learnt_at: The task type's discount clock just after it was learnt (the weight of a
+            later correction is ``decay ** ticks since``); -1 when not learnt.
+    """
+
+    agent: str
+    previous_agent: str
+    outcome: AgentOutcome
+    agent_n: int = -1
+    pair_n: int = -1
+    learnt_at: int = -1
+
+    @property
+    def learnt(self) -> bool:
+        return self.agent_n >= 0
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.outcome
+        return {
+            "agent": self.agent,
+            "previous_agent": self.previous_agent,
+            "success": o.success,
+            "latency_ms": o.latency_ms,
+            "tokens": o.tokens,
+            "error": o.error,
+            "agent_n": self.agent_n,
+            "pair_n": self.pair_n,
+            "learnt_at": self.learnt_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExecutedStep:
+        err = d.get("error")
+        outcome = AgentOutcome(
+            float(d["success"]),
+            float(d["latency_ms"]),
+            float(d["tokens"]),
+            None,
+            None if err is None else str(err),
+        )
+        return cls(
+            str(d["agent"]),
+            str(d["previous_agent"]),
+            outcome,
+            int(d["agent_n"]),
+            int(d["pair_n"]),
+            int(d.get("learnt_at", -1)),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,19 +220,24 @@ class OrchestrationResult:
     Attributes:
         orchestration_id: Id to send feedback for and to fetch the visualization.
         task_type: Task type whose models were used and updated.
-        best_path: Agents from the first to the last of the best sequence.
-        best_action: The agent to run now (first of ``best_path``; ``"fallback"`` if none).
-        confidence: Mean reward under the last node of the best path.
+        best_path: Agents from the first to the last of the best plan (distinct unless
+            ``allow_repeats``).
+        best_action: The plan's first agent (``"fallback"`` if none).
+        confidence: The best plan's simulated reward (its expected reward under the models
+            the search planned with).
         alternatives: Up to three other paths, best first.
         search_metrics: What the search did.
         execution_plan: The best path with its estimates.
         recommendations: Human-readable advice (platform rules).
-        outcome: What the executed agent produced (``None`` if not executed).
-        reward: Reward of that outcome.
+        outcome: What the executed plan produced (``None`` if nothing ran): its last step's
+            success, response and error, the steps' total latency and tokens.
+        reward: Reward of that outcome (the planning scale).
         total_time_s: Wall time of search plus execution.
-        executed_agent: The agent that ran: ``best_action``, or the next-best candidate when
-            the breakers of those before it were open (``None`` if nothing ran).
+        executed_agent: The last agent that ran (whose answer is ``outcome``; ``None`` if
+            nothing ran).
         skipped_agents: Candidates not called because their breaker was open, in order.
+        executed_steps: The steps that ran, in order (the plan as executed: a step whose
+            agent's breaker was open is taken by the next-best agent for that position).
     """
 
     orchestration_id: str
@@ -188,11 +254,17 @@ class OrchestrationResult:
     total_time_s: float
     executed_agent: str | None = None
     skipped_agents: tuple[str, ...] = ()
+    executed_steps: tuple[ExecutedStep, ...] = ()
 
     @property
     def execution_path(self) -> tuple[str, ...]:
         """The agents of the best path, first to last."""
         return tuple(s.agent for s in self.best_path)
+
+    @property
+    def executed_path(self) -> tuple[str, ...]:
+        """The agents that ran, first to last."""
+        return tuple(s.agent for s in self.executed_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data (an agent's response that is not JSON becomes its
@@ -222,6 +294,8 @@ class OrchestrationResult:
             "total_time_s": self.total_time_s,
             "executed_agent": self.executed_agent,
             "skipped_agents": list(self.skipped_agents),
+            "executed_path": list(self.executed_path),
+            "executed_steps": [s.to_dict() for s in self.executed_steps],
         }
 
 
@@ -231,12 +305,15 @@ class FeedbackRecord:
 
     Attributes:
         orchestration_id: The orchestration rated.
-        agent: The agent whose success model learnt from it (``"fallback"``: none).
+        agent: The last agent that ran (``best_action`` when nothing ran).
         task_type: The task type of that model.
         rating: The user's rating (1..5), or ``None`` when a reward was given.
         reward: The reward in [0, 1] (``rating / 5`` for a rating).
         comment: The user's comment.
         timestamp: When it was recorded, seconds since the epoch.
+        credited_agents: The agents whose models learnt from it (empty when nothing ran or
+            for a duplicate).
+        duplicate: The orchestration had already been credited: nothing changed.
     """
 
     orchestration_id: str
@@ -246,6 +323,8 @@ class FeedbackRecord:
     reward: float
     comment: str | None
     timestamp: float
+    credited_agents: tuple[str, ...] = ()
+    duplicate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -384,6 +463,8 @@ class SavedOrchestration:
         recommendations: The advice given.
         timestamp: When it was saved, seconds since the epoch.
         visualization: The tree view (saved with ``persist_trees`` only).
+        executed_steps: The steps that ran (responses are not kept).
+        credited: Feedback for it has been learnt (a repeat changes nothing).
     """
 
     orchestration_id: str
@@ -396,6 +477,8 @@ class SavedOrchestration:
     recommendations: tuple[str, ...]
     timestamp: float
     visualization: TreeView | None = None
+    executed_steps: tuple[ExecutedStep, ...] = ()
+    credited: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -411,6 +494,8 @@ class SavedOrchestration:
             else self.search_metrics.to_dict(),
             "recommendations": list(self.recommendations),
             "timestamp": self.timestamp,
+            "executed_steps": [s.to_dict() for s in self.executed_steps],
+            "credited": self.credited,
         }
         if self.visualization is not None:
             out["visualization"] = self.visualization.to_dict()
@@ -438,6 +523,8 @@ class SavedOrchestration:
                     tuple(str(r) for r in d["recommendations"]),
                     float(d["timestamp"]),
                     None if view is None else TreeView.from_dict(view),
+                    tuple(ExecutedStep.from_dict(s) for s in d.get("executed_steps", ())),
+                    bool(d.get("credited", False)),
                 )
             if fmt == 1:
                 return cls._from_format_1(d)
@@ -483,7 +570,7 @@ class OrchestratorStatistics:
         success_rate: ``successful / total`` (``None`` before the first).
         average_search_time_ms: Mean wall time of a search (``None`` before the first).
         cached_results: Orchestrations remembered for feedback.
-        active_searches: Searches running now (always 0 between calls).
+        active_searches: Orchestrations in progress now (searching or executing).
         circuit_breaker_state: The worst of the agents' breaker states.
         circuit_breakers: Each agent's breaker state.
     """

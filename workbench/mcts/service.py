@@ -6,8 +6,8 @@ start-up and saved after every change under ``ab-mcts:models:default``), the req
 the feedback log, the counters of the native bridge and the
 :class:`~workbench.mcts.autopilot.AutoPilot`.
 
-There is no agent runtime behind the service, so orchestrations execute the chosen agent with
-:class:`~workbench.mcts.orchestrate.ModelExecutor` (a prediction from the agent's models);
+There is no agent runtime behind the service, so orchestrations execute each step of the plan
+with :class:`~workbench.mcts.orchestrate.ModelExecutor` (a prediction from the agent's models);
 real outcomes come in as feedback. One change at a time mutates the shared models (an
 ``asyncio`` lock, held by an orchestration around its worker thread and by each feedback), so
 the event loop keeps answering meanwhile.
@@ -120,6 +120,11 @@ class MctsConfig:
         rust_search_per_min: Requests a minute per client to ``ab-mcts-rust/search`` (0: no
             limit).
         rust_recommend_per_min: The same for ``ab-mcts-rust/recommend``.
+        model_decay: Forgetting factor of the agents' success models in (0, 1] (1: none;
+            0.95 follows an agent whose quality drifts with a memory of about 20 outcomes of
+            its task type; see :mod:`workbench.mcts.models`).
+        max_models: Most agent models and most pair models kept (least recently used
+            dropped first).
     """
 
     max_iterations: int = 10_000
@@ -130,6 +135,8 @@ class MctsConfig:
     autopilot_max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
     rust_search_per_min: float = 100.0
     rust_recommend_per_min: float = 200.0
+    model_decay: float = 1.0
+    max_models: int = 10_000
 
     def __post_init__(self) -> None:
         if self.persist == "":
@@ -162,6 +169,8 @@ class MctsConfig:
                 math.isfinite(self.rust_recommend_per_min) and self.rust_recommend_per_min >= 0,
                 "a number of requests a minute >= 0 (0 turns the limit off)",
             ),
+            ("model_decay", 0.0 < self.model_decay <= 1.0, "a number in (0, 1]"),
+            ("max_models", self.max_models >= 1, "at least 1 model"),
             (
                 "agents",
                 1 <= len(self.agents) <= self.max_agents
@@ -372,7 +381,8 @@ class MctsService:
 
             store = RedisStore(RedisAdapter.from_settings(settings or Settings()))
         self.store = store
-        self._orchestrator = Orchestrator(store=store, persist_trees=store is not None)
+        registry = ModelRegistry(decay=self.config.model_decay, max_models=self.config.max_models)
+        self._orchestrator = Orchestrator(registry, store=store, persist_trees=store is not None)
         self._models_pending = store is not None
         if store is not None:
             try:
@@ -409,7 +419,7 @@ class MctsService:
     def _load_models(self) -> None:
         assert self.store is not None
         with contextlib.suppress(NotFoundError):  # nothing saved yet: keep the priors
-            self._orchestrator.registry = self.store.load_models()
+            self._orchestrator.registry.restore(self.store.load_models())
         self._models_pending = False
 
     @property
@@ -620,7 +630,7 @@ class MctsService:
                 await self.save_models()
             except BaseException:
                 if before is not None:
-                    orchestrator.registry = ModelRegistry.from_dict(before)
+                    orchestrator.registry.restore(before)
                 raise
 
     async def feedback(
@@ -641,9 +651,11 @@ class MctsService:
             )
         async with self._changing_models():
             record = await asyncio.to_thread(
-                self.orchestrator.feedback, orchestration_id, rating, comment=comment
+                self.orchestrator.feedback, orchestration_id, rating, comment=comment, mark=False
             )
-        self.feedback_log.append(record)
+        if not record.duplicate:  # a repeat changes nothing, the log included
+            await asyncio.to_thread(self.orchestrator.mark_credited, orchestration_id)
+            self.feedback_log.append(record)
         return record
 
     async def reward(self, orchestration_id: str, reward: float) -> None:
@@ -657,7 +669,11 @@ class MctsService:
         """
         _check_range("reward", reward, 0.0, 1.0)
         async with self._changing_models():
-            await asyncio.to_thread(self.orchestrator.feedback, orchestration_id, reward=reward)
+            record = await asyncio.to_thread(
+                self.orchestrator.feedback, orchestration_id, reward=reward, mark=False
+            )
+        if not record.duplicate:
+            await asyncio.to_thread(self.orchestrator.mark_credited, orchestration_id)
 
     async def record_reward(
         self,
@@ -690,6 +706,63 @@ class MctsService:
             )
         self._counters.bridge_feedback += 1
         return model
+
+    async def bridge_feedback_once(
+        self,
+        session_id: str,
+        agent: str,
+        task_type: str,
+        reward: float,
+        latency_ms: float | None = None,
+        tokens: float | None = None,
+        *,
+        orchestration_id: str | None = None,
+    ) -> tuple[AgentModel, bool]:
+        """The native bridge's feedback, credited once: with ``orchestration_id``, as a
+        reward of that orchestration (shared with :meth:`feedback`: an id is credited once
+        whichever route it came by, to the last step that ran; when nothing ran here, as
+        after the bridge's plan-only search whose plan the caller ran, to ``agent``'s model
+        on the orchestration's task type, the predecessor being unknown); without, as an
+        outcome of ``agent`` (:meth:`record_reward`) credited once per ``(session_id, agent,
+        task_type)``. Returns ``agent``'s model and whether this was a repeat (which changes
+        nothing).
+
+        Raises:
+            NotFoundError: ``orchestration_id`` is unknown or expired.
+            InputError: as :meth:`record_reward`.
+            BackendUnavailable: the models could not be saved (nothing was recorded).
+        """
+        check_name(agent, "agent")
+        check_name(task_type, "task_type")
+        _check_range("reward", reward, 0.0, 1.0)
+        if latency_ms is not None:
+            _check_range("latency_ms", latency_ms, 0.0, MAX_EXECUTION_TIME_MS)
+        if tokens is not None:
+            _check_range("tokens", tokens, 0.0, MAX_TOKENS)
+        if orchestration_id is not None:
+            async with self._changing_models():
+                record = await asyncio.to_thread(
+                    self.orchestrator.feedback, orchestration_id, reward=reward, mark=False
+                )
+                if not record.duplicate and not record.credited_agents:  # nothing ran here
+                    self.orchestrator.registry.update(
+                        agent, record.task_type, 1.0 if reward > 0.5 else 0.0, latency_ms, tokens
+                    )
+            if not record.duplicate:
+                await asyncio.to_thread(self.orchestrator.mark_credited, orchestration_id)
+                self._counters.bridge_feedback += 1
+            return self.orchestrator.registry.peek(agent, record.task_type), record.duplicate
+        key = f"bridge:{session_id}:{agent}:{task_type}"
+        async with self._changing_models():
+            registry = self.orchestrator.registry
+            if registry.is_credited(key):
+                return registry.peek(agent, task_type), True
+            model = registry.update(
+                agent, task_type, 1.0 if reward > 0.5 else 0.0, latency_ms, tokens
+            )
+            registry.credit(key)
+        self._counters.bridge_feedback += 1
+        return model, False
 
     def feedback_report(self) -> FeedbackReport:
         log_ = list(self.feedback_log)

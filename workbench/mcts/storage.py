@@ -30,6 +30,7 @@ from workbench.mcts.tree import Tree
 
 __all__ = [
     "FORMAT_VERSION",
+    "SEARCH_FORMAT_VERSION",
     "JsonCodec",
     "KeyValueStore",
     "RedisStore",
@@ -42,7 +43,10 @@ __all__ = [
     "save_search",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # saved orchestration results
+# Saved search states. 2: the tree layout of the O(depth log width) sampler (leaf-pool lists
+# and per-node heaps); a state saved in format 1 has the old rows and cannot be continued.
+SEARCH_FORMAT_VERSION = 2
 _MAGIC = b"WBM1"
 
 
@@ -81,7 +85,7 @@ def dumps_search(state: SearchState, codec: StateCodec | None = None) -> bytes:
         ) from None
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     meta = {
-        "version": FORMAT_VERSION,
+        "version": SEARCH_FORMAT_VERSION,
         "kind": "search-state",
         "algorithm": state.algorithm.to_dict(),
         "actions": list(t.actions),
@@ -119,10 +123,13 @@ def loads_search(data: bytes, codec: StateCodec | None = None) -> SearchState:
         meta = json.loads(arrays["meta"].tobytes())
     except (OSError, ValueError, KeyError) as exc:
         raise StorageFormatError(f"not a saved search state: {exc}") from None
-    if meta.get("version") != FORMAT_VERSION or meta.get("kind") != "search-state":
+    if meta.get("kind") != "search-state":
+        raise StorageFormatError("not a saved search state")
+    if meta.get("version") != SEARCH_FORMAT_VERSION:
         raise StorageFormatError(
             f"search state format {meta.get('version')!r} is unknown; this version reads "
-            f"{FORMAT_VERSION}"
+            f"{SEARCH_FORMAT_VERSION} (states saved before the tree layout changed cannot be "
+            "continued: run the search again)"
         )
     algo_knobs = dict(meta["algorithm"])
     name = algo_knobs.pop("name")

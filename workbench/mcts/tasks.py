@@ -34,7 +34,7 @@ from workbench.mcts import _kernels
 from workbench.mcts._random import rng_beta, rng_integers, rng_normal, rng_seed, rng_uniform
 from workbench.mcts.policies import Algorithm, get_algorithm
 from workbench.mcts.tree import Tree
-from workbench.mcts.types import F_SUM, I_ACTION, I_VISITS
+from workbench.mcts.types import ALGO_AB_MCTS_A, F_SUM, I_ACTION, I_VISITS
 
 __all__ = [
     "JitResult",
@@ -42,6 +42,7 @@ __all__ = [
     "bandit_regret",
     "beta_generators",
     "drift_task",
+    "gaussian_walk_task",
     "lai_robbins_constant",
     "minimax_value",
     "random_game",
@@ -321,6 +322,31 @@ def refinement_task(mix: float, *, seed: int = 0, noise: float = 0.2) -> Callabl
     return generate
 
 
+def gaussian_walk_task(
+    sigma: float = 0.1, *, seed: int = 0, start: float = 0.5
+) -> Callable[[Any], Any]:
+    """One generate function whose scores follow a clipped Gaussian random walk down the tree.
+
+    A child's score is its parent's plus ``sigma * N(0, 1)``, clipped to [0, 1]; a fresh
+    answer (``parent is None``) starts from ``start``. The state is the score itself. Good
+    branches drift towards 1 and stick there, so busy nodes collect many children of nearly
+    equal promise: the case that stresses the exact sampler. Deterministic given ``seed`` and
+    the sequence of calls.
+    """
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise InputError(f"sigma: must be a positive finite number, got {sigma!r}")
+    if not 0.0 <= start <= 1.0:
+        raise InputError(f"start: must be in [0, 1], got {start!r}")
+    rnd = np.random.default_rng(seed)
+
+    def generate(parent: Any) -> tuple[float, float]:
+        x = start if parent is None else float(parent)
+        x = min(max(x + sigma * float(rnd.normal()), 0.0), 1.0)
+        return x, x
+
+    return generate
+
+
 def drift_task(
     qualities: tuple[float, ...] = (-0.5, 0.0, 0.5), *, seed: int = 0, step: float = 0.15
 ) -> dict[str, Callable[[Any], Any]]:
@@ -348,63 +374,72 @@ def drift_task(
 
 
 # --- bandits ------------------------------------------------------------------------------
-_POLICIES = {"thompson": 0, "epsilon-greedy": 1, "frozen-thompson": 2}
+_POLICIES = ("thompson", "epsilon-greedy")
 
 
 @nb.njit(cache=True, nogil=True)
-def _bandit(
+def _bandit_thompson(
+    ints: np.ndarray,
+    floats: np.ndarray,
+    action_stats: np.ndarray,
+    node_action_stats: np.ndarray,
+    header: np.ndarray,
+    params: np.ndarray,
     means: np.ndarray,
     checkpoints: np.ndarray,
-    runs: int,
-    policy: int,
-    eps: float,
     rng: np.ndarray,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:
+    """One Bernoulli-bandit run through the search's own kernels: each pull is a GEN
+    decision at the root (the generator chosen by :func:`_kernels._choose_action`, as
+    AB-MCTS-A chooses one) and its reward is added by :func:`_kernels.add_child`, which
+    updates the generators' posteriors; ``out[c]`` is the pseudo-regret at
+    ``checkpoints[c]``."""
+    best = means.max()
+    regret = 0.0
+    c = 0
+    for t in range(1, checkpoints[-1] + 1):
+        arm = _kernels._choose_action(
+            ints, floats, action_stats, node_action_stats, params, rng, 0, ALGO_AB_MCTS_A
+        )
+        x = 1.0 if rng_uniform(rng) < means[arm] else 0.0
+        _kernels.add_child(ints, floats, action_stats, node_action_stats, header, 0, arm, x, False)
+        regret += best - means[arm]
+        if t == checkpoints[c]:
+            out[c] = regret
+            c += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _bandit_epsilon_greedy(
+    means: np.ndarray, checkpoints: np.ndarray, eps: float, rng: np.ndarray, out: np.ndarray
+) -> None:
+    """The epsilon-greedy baseline (explore with probability ``eps``, else the best
+    empirical mean; an untried arm counts as 1)."""
     k = means.shape[0]
     best = means.max()
-    out = np.zeros((runs, checkpoints.shape[0]))
-    a = np.ones(k)
-    b = np.ones(k)
     pulls = np.zeros(k)
     wins = np.zeros(k)
-    for r in range(runs):
-        a[:] = 1.0
-        b[:] = 1.0
-        pulls[:] = 0.0
-        wins[:] = 0.0
-        regret = 0.0
-        c = 0
-        horizon = checkpoints[-1]
-        for t in range(1, horizon + 1):
-            arm = 0
-            if policy == 1:
-                if rng_uniform(rng) < eps:
-                    arm = rng_integers(rng, k)
-                else:
-                    top = -1.0
-                    for i in range(k):
-                        v = wins[i] / pulls[i] if pulls[i] > 0 else 1.0
-                        if v > top:
-                            top = v
-                            arm = i
-            else:
-                top = -1.0
-                for i in range(k):
-                    v = rng_beta(rng, a[i], b[i])
-                    if v > top:
-                        top = v
-                        arm = i
-            x = 1.0 if rng_uniform(rng) < means[arm] else 0.0
-            if policy != 2:  # the frozen variant never updates its posteriors
-                a[arm] += x
-                b[arm] += 1.0 - x
-            pulls[arm] += 1.0
-            wins[arm] += x
-            regret += best - means[arm]
-            if t == checkpoints[c]:
-                out[r, c] = regret
-                c += 1
-    return out
+    regret = 0.0
+    c = 0
+    for t in range(1, checkpoints[-1] + 1):
+        arm = 0
+        if rng_uniform(rng) < eps:
+            arm = rng_integers(rng, k)
+        else:
+            top = -1.0
+            for i in range(k):
+                v = wins[i] / pulls[i] if pulls[i] > 0 else 1.0
+                if v > top:
+                    top = v
+                    arm = i
+        x = 1.0 if rng_uniform(rng) < means[arm] else 0.0
+        pulls[arm] += 1.0
+        wins[arm] += x
+        regret += best - means[arm]
+        if t == checkpoints[c]:
+            out[c] = regret
+            c += 1
 
 
 def bandit_regret(
@@ -418,10 +453,13 @@ def bandit_regret(
 ) -> np.ndarray:
     """Pseudo-regret of a Bernoulli bandit, ``float64[runs, len(checkpoints)]``.
 
-    Policies: ``"thompson"`` (Beta(1, 1) priors), ``"epsilon-greedy"`` (explore with
-    probability ``epsilon``, else the best empirical mean; untried arms count as 1) and
-    ``"frozen-thompson"`` (a deliberately broken Thompson sampler whose posteriors are never
-    updated). Runs in one jitted loop with the seeded generator.
+    ``"thompson"`` is the search itself, not a separate sampler: each arm is a generator,
+    every pull is a GEN decision at the root of a fresh AB-MCTS-A tree (Beta(1, 1) priors)
+    and its reward is told like any generated score, so the generator choice and the
+    posterior updates under test are those of :func:`workbench.mcts.search`. A run holds
+    one node per pull (about 200 bytes each). ``"epsilon-greedy"`` is the usual baseline
+    (explore with probability ``epsilon``, else the best empirical mean; untried arms count
+    as 1). Both run jitted with the seeded generator.
     """
     if policy not in _POLICIES:
         raise InputError(f"policy={policy!r}; known: {', '.join(_POLICIES)}")
@@ -431,7 +469,30 @@ def bandit_regret(
     m = np.asarray(means, dtype=np.float64)
     if m.size < 2 or np.any((m < 0) | (m > 1)):
         raise InputError("means: need at least two probabilities in [0, 1]")
-    return _bandit(m, cps, int(runs), _POLICIES[policy], float(epsilon), rng_seed(int(seed)))
+    rng = rng_seed(int(seed))
+    out = np.zeros((int(runs), cps.size))
+    if policy == "epsilon-greedy":
+        for r in range(int(runs)):
+            _bandit_epsilon_greedy(m, cps, float(epsilon), rng, out[r])
+        return out
+    algo = get_algorithm("ab-mcts-a", dist="beta", prior_alpha=1.0, prior_beta=1.0)
+    actions = tuple(f"arm{i}" for i in range(m.size))
+    params = algo.params(m.size, max_depth=1)
+    for r in range(int(runs)):
+        tree = Tree.empty(actions, capacity=int(cps[-1]) + 1)
+        _bandit_thompson(
+            tree.ints,
+            tree.floats,
+            tree.action_stats,
+            tree.node_action_stats,
+            tree.header,
+            params,
+            m,
+            cps,
+            rng,
+            out[r],
+        )
+    return out
 
 
 def lai_robbins_constant(means: tuple[float, ...]) -> float:

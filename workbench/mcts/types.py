@@ -12,12 +12,26 @@ column count):
     ``I_PENDING`` trials asked but not yet told in the subtree (virtual loss);
     ``I_PENDING_GEN`` of those, the ones that expand this node directly;
     ``I_ENV_STATE`` the environment state of the jitted path (unused otherwise);
-    the *leaf pool* that lets AB-MCTS-A pick among thousands of children without looking at
-    each: ``I_POOL`` 1 while the node has only its own score (no child, no pending trial
-    ever), ``I_N_POOL`` how many of the node's children are in the pool, ``I_X_HEAD`` /
-    ``I_X_NEXT`` a linked list of the node's children that left the pool, ``I_LO`` the
-    node's oldest child (children ids lie in ``[I_LO, I_FIRST_CHILD]``), ``I_MARK`` a stamp
-    used while sampling.
+    the children structures that let AB-MCTS-A pick among thousands of children without
+    looking at each (see :func:`workbench.mcts._kernels._best_child_pooled`):
+
+    * the *leaf pool*: ``I_POOL`` 1 while the node holds only its own score (no child, no
+      pending trial ever), 2 once that changed but before its parent moved it out of the
+      pool, 0 after; ``I_N_POOL`` how many of the node's children are in the pool, kept
+      densely in an arena block at ``I_POOL_AT`` of capacity ``I_POOL_CAP``;
+    * the *heap* of the children that left the pool: ``I_N_HEAP`` of them in a binary
+      max-heap on their keys ``F_KEY`` in an arena block at ``I_HEAP_AT`` of capacity
+      ``I_HEAP_CAP``;
+    * ``I_SLOT`` the node's index in its parent's pool or heap block;
+    * ``I_DIRTY_HEAD`` / ``I_DIRTY_NEXT`` a linked list of the node's children whose
+      statistics changed since their key was computed (``I_DIRTY_NEXT`` is -2 while a node
+      is not in its parent's list); ``I_MARK`` a stamp used while sampling;
+    * ``I_ARENA`` .. ``I_ARENA + 7``: the arena itself, eight rows read as one flat
+      ``int64`` vector (position ``a`` is ``ints[I_ARENA + a % 8, a // 8]``, so growing the
+      columns keeps it in place). Blocks grow by doubling and are never freed: they total
+      less than ``8 (size - 1)`` positions, so the arena always fits in the node columns.
+
+    ``I_X_HEAD`` and ``I_LO`` are older names of ``I_HEAP_AT`` and ``I_POOL_AT``.
 
 ``floats``: ``float64[N_FLOAT_FIELDS, capacity]``
     ``F_SCORE`` the node's own score; ``F_SUM`` / ``F_SUMSQ`` sum and sum of squares of every
@@ -25,6 +39,12 @@ column count):
     statistics); ``F_GEN_N`` / ``F_GEN_SUM`` / ``F_GEN_SUMSQ`` the same over the scores of the
     node's direct children only (the GEN posterior of AB-MCTS-A). The CONT posterior of a
     node is derived: subtree statistics minus own score minus GEN statistics.
+    ``F_KEY`` the node's key in its parent's heap (an upper quantile of its posterior draw).
+    ``F_TAIL_Q`` / ``F_TAIL_R``, indexed by a visit count ``n`` rather than by node: the key
+    quantile of a child with ``n`` visits and the share of the tail budget its envelope uses
+    (a table filled on first use; 0 while unset). ``F_MARGIN`` / ``F_EXPONENT``: the
+    largest ``key - location`` and the smallest envelope exponent ``b - 1`` any child of the
+    node has had in its heap (bounds for the tail step; 0 while unset).
 
 ``action_stats``: ``float64[n_actions, 3]``
     count, sum and sum of squares of the scores each generator produced anywhere in the tree
@@ -35,7 +55,8 @@ column count):
     of the node's direct children made by generator ``a`` (per-node model choice).
 
 ``header``: ``int64[N_HEADER]``: ``H_SIZE`` number of nodes in use; ``H_SWEEP`` a counter
-of leaf-pool sweeps (the stamp ``I_MARK`` compares against).
+of sampling sweeps (the stamp ``I_MARK`` compares against); ``H_ARENA`` arena positions in
+use.
 
 ``params``: ``float64[N_PARAMS]``: an algorithm's configuration flattened for the kernels
 (see the ``P_*`` indices).
@@ -72,11 +93,19 @@ I_PENDING_GEN = 8
 I_ENV_STATE = 9
 I_POOL = 10
 I_N_POOL = 11
-I_X_HEAD = 12
-I_X_NEXT = 13
-I_LO = 14
+I_HEAP_AT = 12
+I_SLOT = 13
+I_POOL_AT = 14
 I_MARK = 15
-N_INT_FIELDS = 16
+I_POOL_CAP = 16
+I_HEAP_CAP = 17
+I_N_HEAP = 18
+I_DIRTY_HEAD = 19
+I_DIRTY_NEXT = 20
+I_ARENA = 21  # eight rows: 21 .. 28
+N_INT_FIELDS = 29
+I_X_HEAD = I_HEAP_AT
+I_LO = I_POOL_AT
 
 # --- float fields -----------------------------------------------------------------------
 F_SCORE = 0
@@ -85,12 +114,18 @@ F_SUMSQ = 2
 F_GEN_N = 3
 F_GEN_SUM = 4
 F_GEN_SUMSQ = 5
-N_FLOAT_FIELDS = 6
+F_KEY = 6
+F_TAIL_Q = 7
+F_TAIL_R = 8
+F_MARGIN = 9
+F_EXPONENT = 10
+N_FLOAT_FIELDS = 11
 
 # --- header -----------------------------------------------------------------------------
 H_SIZE = 0
 H_SWEEP = 1
-N_HEADER = 2
+H_ARENA = 2
+N_HEADER = 3
 
 # --- params -----------------------------------------------------------------------------
 P_ALGO = 0  # one of the ALGO_* codes

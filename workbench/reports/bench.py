@@ -105,11 +105,14 @@ class BenchContext:
         quick: Run a short version (CI smoke, demos); full runs produce the README table.
         seeds: Seeds to repeat stochastic measurements over.
         show_progress: Whether to draw progress bars.
+        parts: Names of the parts of a suite to run (empty: all); a suite that has parts
+            says which, and refuses names it does not know.
     """
 
     quick: bool = False
     seeds: list[int] = field(default_factory=lambda: list(range(10)))
     show_progress: bool = True
+    parts: tuple[str, ...] = ()
 
     def progress(
         self, iterable: Iterable[T], *, desc: str = "", total: int | None = None

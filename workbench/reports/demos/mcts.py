@@ -2,9 +2,11 @@
 wider-or-deeper search over a synthetic generate function.
 
 Five agents with hidden success rates; each round the orchestrator searches 300 iterations
-over agent sequences using its current models, runs the chosen agent (a simulated outcome
-drawn from the hidden rate, no sleeping), and updates that agent's models. The share of
-rounds that pick the best agent rises as the models learn. Embedded defaults only.
+over plans (sequences of distinct agents) using its current models, runs the plan step by
+step (simulated outcomes drawn from the hidden rates, no sleeping), and learns each step's
+outcome. The share of rounds whose plan starts with the best agent rises as the models learn
+(order effects between agents are shown in notebooks/01b_orchestration.ipynb). Embedded
+defaults only.
 """
 
 from __future__ import annotations
