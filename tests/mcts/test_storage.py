@@ -71,7 +71,7 @@ def test_a_state_saved_in_the_old_tree_layout_is_refused_by_name() -> None:
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    with pytest.raises(StorageFormatError, match="format 1 is unknown.*reads 2"):
+    with pytest.raises(StorageFormatError, match=r"format 1 is unknown.*reads 2"):
         loads_search(buf.getvalue())
 
 
