@@ -567,3 +567,30 @@ def test_every_optimizer_request_field_is_bounded() -> None:
             where = f"{name}.{prop}"
             check(where, schema, where in _OPAQUE)
     assert not unbounded, unbounded
+
+
+def test_tell_takes_standard_errors_and_best_says_how_it_chose() -> None:
+    async def scenario(client: TestClient) -> None:
+        base = "/api/v1/optimize/noisy"
+        space = {"x": {"type": "real", "low": 0, "high": 1}}
+        r = await client.post(
+            base, json={"space": space, "objectives": {"y": "maximize"}}, headers=H
+        )
+        assert r.status == 201
+        for x, y in ((0.2, 0.5), (0.2, 0.48), (0.2, 0.52), (0.8, 0.54), (0.79, 0.45), (0.81, 0.45)):
+            body = {"params": {"x": x}, "outcomes": {"y": y}, "sem": {"y": 0.02}}
+            r = await client.post(f"{base}/tell", json=body, headers=H)
+            assert r.status == 200, await r.text()
+            assert (await r.json())["data"]["trial"]["sem"] == {"y": 0.02}
+        r = await client.get(f"{base}/best", headers=H)
+        data = (await r.json())["data"]
+        assert data["basis"] == "posterior_mean" and data["params"] == {"x": 0.2}
+        assert data["best_observed"]["params"] == {"x": 0.8}
+        assert abs(data["posterior_mean"] - 0.5) < 0.02
+        for bad in ({"y": -1.0}, {"z": 0.1}):
+            body = {"params": {"x": 0.5}, "outcomes": {"y": 0.1}, "sem": bad}
+            r = await client.post(f"{base}/tell", json=body, headers=H)
+            assert r.status == 400, await r.text()
+            assert "sem" in await r.text()
+
+    run_with_client(app(), scenario)

@@ -35,6 +35,7 @@ within the request body limit).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -207,17 +208,27 @@ class AskBody(_Model):
 
 
 class TellBody(_Model):
-    """Give ``trialId`` (a suggestion of this study) or ``params`` (observed elsewhere)."""
+    """Give ``trialId`` (a suggestion of this study) or ``params`` (observed elsewhere).
+
+    ``sem`` gives the standard error of outcomes whose noise is known (each one of
+    ``outcomes``); once every modelled value has one the model uses a fixed-noise likelihood.
+    """
 
     trial_id: int | None = Field(default=None, ge=0, le=10**9)
     params: dict[Name, Scalar] | None = Field(default=None, max_length=MAX_PARAMS)
     outcomes: dict[Name, Value] | None = Field(default=None, max_length=MAX_OUTCOMES)
+    sem: dict[Name, Annotated[float, Field(ge=0, le=MAX_ABS_OUTCOME)]] | None = Field(
+        default=None, max_length=MAX_OUTCOMES
+    )
     failed: bool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> TellBody:
         if (self.trial_id is None) == (self.params is None):
             raise ValueError("give exactly one of trialId and params")
+        extra = sorted(set(self.sem or {}) - set(self.outcomes or {}))
+        if extra:
+            raise ValueError(f"sem names outcome(s) {extra} that are not in outcomes")
         return self
 
 
@@ -305,11 +316,17 @@ async def parameters_analytics(req: ApiRequest) -> dict[str, Any]:
     tasks = {}
     for task, opt in svc.learner.tasks().items():
         done = opt.completed
+        if done:
+            await asyncio.to_thread(opt.best)  # may fit a GP (then cached): off the event loop
         tasks[task] = {
             "observations": len(done),
             "failures": sum(t.status == "failed" for t in opt.trials),
+            "pending": len(opt.pending),
             "bestParameters": svc.learner.best(task),
             "bestScore": opt.best().value if done else None,
+            "bestPosteriorScore": opt.best().posterior_mean if done else None,
+            "bestObservedParameters": svc.learner.best_observed(task),
+            "bestObservedScore": opt.best_observed().value if done else None,
         }
     return {"success": True, "taskTypes": tasks, "totalTasks": len(tasks)}
 
@@ -419,13 +436,22 @@ async def ask(req: ApiRequest) -> dict[str, Any]:
 async def tell(req: ApiRequest) -> dict[str, Any]:
     body: TellBody = req.body
     target: Any = body.trial_id if body.trial_id is not None else body.params
-    trial = await _service(req).tell(req.path["study"], target, body.outcomes, failed=body.failed)
+    outcomes: Any = body.outcomes
+    if body.sem and outcomes is not None:
+        # Optimizer.tell takes Ax's (value, sem) pairs, so the service passes them through
+        outcomes = {k: (v, body.sem[k]) if k in body.sem else v for k, v in outcomes.items()}
+    trial = await _service(req).tell(req.path["study"], target, outcomes, failed=body.failed)
     return {"trial": trial.to_dict()}
 
 
-@router.get("/optimize/{study}/best", path_params=STUDY, summary="Best trial so far")
+@router.get("/optimize/{study}/best", path_params=STUDY, summary="Recommended trial")
 async def best(req: ApiRequest) -> dict[str, Any]:
-    return (await _service(req).study(req.path["study"])).best().to_dict()
+    """The recommended trial (the best GP posterior mean among the observed ones; ``basis``
+    says whether a model chose it) and, under ``best_observed``, the trial with the best
+    observed value, which noise biases upwards."""
+    opt = await _service(req).study(req.path["study"])
+    recommended = await asyncio.to_thread(opt.best)  # may fit a GP: off the event loop
+    return {**recommended.to_dict(), "best_observed": opt.best_observed().to_dict()}
 
 
 @router.get("/optimize/{study}/pareto", path_params=STUDY, summary="Pareto front")

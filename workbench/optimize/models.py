@@ -37,6 +37,12 @@ float64 and make every later fit fail. :data:`MAX_ABS_OUTCOME` (1e12) is the ran
 optimizer accepts (see :mod:`workbench.optimize.optimizer`); inside it a fit stays finite
 even with the two extremes in one study, and the strategies refuse to model anything else.
 
+Known noise: ``fit_gp(..., yvar=...)`` with a variance for every value gives the GP a
+fixed-noise likelihood (BoTorch's ``train_Yvar``: each observation keeps the noise its
+caller measured, standardised with the outcomes); with any variance missing the noise is
+learned as usual. A state saved under one noise model does not warm-start the other (their
+parameters differ), so switching costs one full fit.
+
 Time bound: ``fit_gp(..., timeout_s=...)`` passes the time to BoTorch's ``timeout_sec``; a
 fit cut short keeps the hyperparameters it reached, says so in :attr:`FitInfo.truncated`,
 and does not count as a full fit (the next one tries again).
@@ -58,7 +64,15 @@ from workbench.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from botorch.models import SingleTaskGP
 
-__all__ = ["MAX_ABS_OUTCOME", "FitConfig", "FitInfo", "ModelState", "configure_torch", "fit_gp"]
+__all__ = [
+    "MAX_ABS_OUTCOME",
+    "FitConfig",
+    "FitInfo",
+    "ModelState",
+    "configure_torch",
+    "fit_gp",
+    "resolve_kernel",
+]
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +173,15 @@ class ModelState:
         )
 
 
+def resolve_kernel(config: FitConfig, mixed: bool) -> FitConfig:
+    """``config`` with ``kernel="auto"`` resolved for a space (``mixed``: it has integer or
+    categorical columns); every caller that fits a study's GP uses this, so the optimizer
+    and its reports model the same way."""
+    if config.kernel != "auto":
+        return config
+    return replace(config, kernel="matern" if mixed else "matern-gamma")
+
+
 @dataclass(frozen=True)
 class FitInfo:
     """How one fit went.
@@ -191,7 +214,9 @@ def _mll_value(mll: Any, model: Any) -> float:
     return out if math.isfinite(out) else -math.inf
 
 
-def _build(x: Any, y: Any, kernel: str = "matern-gamma") -> tuple[SingleTaskGP, Any]:
+def _build(
+    x: Any, y: Any, kernel: str = "matern-gamma", yvar: Any = None
+) -> tuple[SingleTaskGP, Any]:
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
     from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
@@ -218,7 +243,9 @@ def _build(x: Any, y: Any, kernel: str = "matern-gamma") -> tuple[SingleTaskGP, 
         covar = get_covar_module_with_dim_scaled_prior(
             ard_num_dims=x.shape[-1], batch_shape=batch, use_rbf_kernel=kernel == "rbf"
         )
-    model = SingleTaskGP(x, y, covar_module=covar, outcome_transform=Standardize(m=m))
+    model = SingleTaskGP(
+        x, y, train_Yvar=yvar, covar_module=covar, outcome_transform=Standardize(m=m)
+    )
     return model, ExactMarginalLogLikelihood(model.likelihood, model)
 
 
@@ -273,6 +300,7 @@ def fit_gp(
     config: FitConfig | None = None,
     *,
     timeout_s: float | None = None,
+    yvar: np.ndarray | None = None,
 ) -> tuple[SingleTaskGP, ModelState, FitInfo]:
     """Fit a GP to ``x`` (shape ``(n, d)``, unit cube) and ``y`` (shape ``(n, m)``).
 
@@ -283,6 +311,8 @@ def fit_gp(
         state: The previous fit's state, used as a warm start when its shapes match.
         config: Fit settings.
         timeout_s: Wall-time bound of the hyperparameter optimisation (``None``: none).
+        yvar: Known noise variances of ``y`` (same shape, outcome units squared); used as a
+            fixed-noise likelihood when every one is finite and >= 0, else ignored.
 
     Returns:
         The fitted model (eval mode), the state to pass next time, and fit details.
@@ -300,6 +330,13 @@ def fit_gp(
     ty = torch.as_tensor(np.asarray(y, dtype=np.float64))
     if ty.ndim == 1:
         ty = ty.unsqueeze(-1)
+    tv = None
+    if yvar is not None:
+        v = np.asarray(yvar, dtype=np.float64).reshape(ty.shape)
+        if np.all(np.isfinite(v)) and np.all(v >= 0):
+            # a floor keeps an exact zero (a deterministic outcome) positive definite
+            span = float(np.var(np.asarray(y, dtype=np.float64))) or 1.0
+            tv = torch.as_tensor(np.maximum(v, 1e-10 * span))
     n, d = tx.shape
     m = ty.shape[-1]
     usable = state is not None and state.hyperparameters and state.dim == d and state.outputs == m
@@ -307,7 +344,7 @@ def fit_gp(
     warm_mll = -math.inf
     if usable:
         assert state is not None
-        warm_model, mll = _build(tx, ty, config.kernel)
+        warm_model, mll = _build(tx, ty, config.kernel, tv)
         if _load(warm_model, state.hyperparameters):
             truncated = _optimise(mll, config.warm_maxiter, deadline)
             warm_mll = _mll_value(mll, warm_model)
@@ -323,7 +360,7 @@ def fit_gp(
     if need_full and (truncated or (deadline is not None and time.perf_counter() >= deadline)):
         truncated = True  # no time for the full fit: keep the warm start, retry next time
     elif need_full:
-        cold, mll = _build(tx, ty, config.kernel)
+        cold, mll = _build(tx, ty, config.kernel, tv)
         truncated = _optimise(mll, config.full_maxiter, deadline)
         cold_mll = _mll_value(mll, cold)
         full = not truncated
@@ -332,9 +369,10 @@ def fit_gp(
     if model is None or not math.isfinite(mll_kept):
         # Both fits failed (near-duplicate points with a tiny noise): the prior's mode with a
         # noise floor always gives a positive-definite kernel matrix.
-        model, mll = _build(tx, ty, config.kernel)
-        with torch.no_grad():
-            model.likelihood.noise = torch.full_like(model.likelihood.noise, 1e-2)
+        model, mll = _build(tx, ty, config.kernel, tv)
+        if tv is None:
+            with torch.no_grad():
+                model.likelihood.noise = torch.full_like(model.likelihood.noise, 1e-2)
         mll_kept, full = _mll_value(mll, model), not truncated
         if not truncated:
             log.warning("GP fit failed at n=%d; using prior-mode hyperparameters", n)
@@ -353,6 +391,28 @@ def fit_gp(
     )
     model.eval()
     return model, new_state, FitInfo(full, mll_kept, time.perf_counter() - start, truncated)
+
+
+def _adaptive_jitter(cov: Any) -> float:
+    """The smallest of ``1e-9 * 10**k`` (k = 0..6) times the mean diagonal of ``cov`` (a
+    ``(..., q, q)`` standardised posterior covariance) that makes every matrix of the batch
+    Cholesky-factorisable.
+
+    Why not a fixed jitter: the joint covariance of near-duplicate points (a candidate next
+    to a baseline point, two baseline points around the optimum) is singular up to rounding,
+    and a jitter small enough never to matter elsewhere is then too small there; scaling it
+    to the diagonal and raising it only as far as needed keeps the model instead of failing.
+    """
+    torch = require("torch")
+    scale = float(cov.diagonal(dim1=-2, dim2=-1).abs().mean()) if cov.numel() else 1.0
+    scale = scale if math.isfinite(scale) and scale > 0 else 1.0
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype)
+    jitter = 1e-9 * scale
+    for _ in range(7):
+        if int(torch.linalg.cholesky_ex(cov + eye * jitter).info.max()) == 0:
+            return jitter
+        jitter *= 10.0
+    return jitter
 
 
 def lean_posterior_model(model: Any) -> Any:
@@ -393,7 +453,11 @@ def lean_posterior_model(model: Any) -> Any:
             if isinstance(covar, ScaleKernel)
             else torch.tensor(1.0, dtype=x_train.dtype)
         )
-        noise = model.likelihood.noise.detach().reshape(-1)[0]
+        # one learned noise level, or a known variance per observation (fixed noise)
+        noise_diag = model.likelihood.noise.detach().reshape(-1)
+        if noise_diag.numel() != len(model.train_targets.reshape(-1)):
+            noise_diag = noise_diag[:1].expand(len(model.train_targets.reshape(-1)))
+        noise = noise_diag.mean()
         constant = model.mean_module.constant.detach().reshape(())
         tf = model.outcome_transform
         y_mean = tf.means.detach().reshape(())
@@ -413,7 +477,7 @@ def lean_posterior_model(model: Any) -> Any:
         return outputscale * (1 + sqrt5 * r + 5.0 / 3.0 * r**2) * torch.exp(-sqrt5 * r)
 
     with torch.no_grad():
-        k_train = kern(x_train, x_train) + noise * torch.eye(len(x_train), dtype=x_train.dtype)
+        k_train = kern(x_train, x_train) + torch.diag(noise_diag)
         chol, info = torch.linalg.cholesky_ex(k_train)
         if int(info) != 0 or not bool(torch.isfinite(chol).all()):
             return None  # let GPyTorch add its jitter
@@ -443,7 +507,7 @@ def lean_posterior_model(model: Any) -> Any:
             v = torch.linalg.solve_triangular(chol, k_xt.transpose(-1, -2), upper=False)
             cov = kern(X, X) - v.transpose(-1, -2) @ v
             eye = torch.eye(X.shape[-2], dtype=X.dtype)
-            cov = cov + eye * 1e-9
+            cov = cov + eye * _adaptive_jitter(cov.detach())
             if observation_noise is True:
                 cov = cov + noise * eye
             mvn = MultivariateNormal(mean * y_std + y_mean, cov * y_std**2)

@@ -32,6 +32,7 @@ __all__ = [
     "branin_currin",
     "get_problem",
     "hartmann6",
+    "llm_best_within",
     "llm_problem",
 ]
 
@@ -297,6 +298,35 @@ class LLMSimulator:
                         best, best_params = value, cfg
             self._best = (best_params, best)
         return dict(self._best[0]), self._best[1]
+
+
+def llm_best_within(
+    sim: LLMSimulator, space: SearchSpace, fixed: Mapping[str, Any]
+) -> tuple[dict[str, Any], float]:
+    """The best noise-free ``score`` of ``sim`` over the ``temperature``, ``top_p`` and
+    ``max_tokens`` ranges of ``space`` with ``model`` and ``prompt_template`` taken from
+    ``fixed`` (how the feedback learner's space meets the simulator), by a dense grid:
+    121 temperatures by every 1/200 of the log token range, at each temperature's best top-p
+    (the score is separable in top-p, which is best at 0.85 or the nearest bound).
+    """
+    bounds = {}
+    for n in ("temperature", "top_p", "max_tokens"):
+        p = space.params[n]
+        if not isinstance(p, (Real, Int)):
+            raise InputError(f"parameter {n!r} of the space must be Real or Int")
+        bounds[n] = (float(p.low), float(p.high))
+    top_p = min(max(0.85, bounds["top_p"][0]), bounds["top_p"][1])
+    temps = np.linspace(*bounds["temperature"], 121)
+    lo, hi = bounds["max_tokens"]
+    tokens = np.unique(np.round(np.geomspace(lo, hi, 201)).astype(int))
+    best: tuple[dict[str, Any], float] = ({}, -math.inf)
+    for t in temps:
+        for k in tokens:
+            cfg = {**fixed, "temperature": float(t), "top_p": top_p, "max_tokens": int(k)}
+            value = sim.evaluate(cfg)["score"]
+            if value > best[1]:
+                best = (cfg, value)
+    return dict(best[0]), best[1]
 
 
 def llm_problem(task_type: str = "reasoning") -> Problem:

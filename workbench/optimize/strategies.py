@@ -7,13 +7,18 @@ all state; a strategy holds only its settings, so the same input gives the same 
 
 Registered names:
 
-- ``sobol``: scrambled Sobol points (space-filling; also every model strategy's warm-up).
+- ``sobol``: scrambled Sobol points (space-filling; also every model strategy's warm-up),
+  drawn in order from one engine per study: :attr:`StrategyInput.sobol_seed` names the
+  engine and :attr:`StrategyInput.sobol_position` how many points were drawn from it, and
+  :attr:`Suggestion.sobol_position` is the position after this draw (the study keeps it).
 - ``random``: uniform random points (a baseline).
 - ``qlognei``: qLogNoisyExpectedImprovement (single objective, or a weighted sum of several;
   outcome constraints; pending points as ``X_pending`` fantasies; batches by sequential
   greedy selection).
 - ``thompson``: Thompson sampling with pathwise (Matheron) posterior samples, each sample's
-  arg-max over a candidate pool; cheap for large parallel batches.
+  arg-max over a candidate pool; cheap for large parallel batches. Pending points enter as
+  "kriging believer" observations (the posterior mean at each), so their neighbourhood
+  loses the uncertainty that would otherwise attract the next samples.
 - ``qlognehvi``: qLogNoisyExpectedHypervolumeImprovement for several objectives, with
   optional outcome constraints.
 - ``default``: ``qlognehvi`` when there are several objectives and no weights, else
@@ -26,10 +31,19 @@ so far; the candidate pool is always scored, so the first point is always the mo
 choice), fill the batch slots still open then with random new points (``info["filled"]``),
 and mark ``info["truncated"]``.
 
-Robustness: a model strategy never raises on bad numerics. Observations it cannot model
-(non-finite, or beyond :data:`~workbench.optimize.models.MAX_ABS_OUTCOME`) and numerical
-failures of the fit or the acquisition (a kernel matrix that is not positive definite) fall
-back to random new points with ``info["phase"] == "fallback"`` and ``info["reason"]``.
+Known noise: :attr:`StrategyInput.yvar` carries the observation-noise variances a caller
+reported (``NaN`` where unknown); when every modelled value has one the GP uses them as a
+fixed-noise likelihood instead of learning one noise level.
+
+Robustness: a model strategy never raises on bad numerics. The baseline of the improvement
+acquisitions holds no two points closer than :data:`DUPLICATE_TOL` (near-duplicates make the
+joint posterior covariance singular), and a numerical failure of the acquisition (a
+covariance that is not positive definite) is retried once with a Cholesky jitter scaled to
+the outcomes' variance (``info["retried"]`` says why). Observations it cannot model
+(non-finite, or beyond :data:`~workbench.optimize.models.MAX_ABS_OUTCOME`) and failures that
+survive the retry fall back to random new points with ``info["phase"] == "fallback"`` and
+``info["reason"]``; the optimizer copies both into each trial's ``metadata`` and logs a
+warning, so a fallback is never silent.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -52,10 +66,12 @@ from workbench.optimize.models import (
     configure_torch,
     fit_gp,
     lean_posterior_model,
+    resolve_kernel,
 )
 from workbench.optimize.space import SearchSpace
 
 __all__ = [
+    "DUPLICATE_TOL",
     "STRATEGIES",
     "OutcomeConstraint",
     "QLogNEHVI",
@@ -67,10 +83,17 @@ __all__ = [
     "Suggestion",
     "ThompsonSampling",
     "get_strategy",
+    "posterior_win_counts",
     "register_strategy",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Two encoded points closer than this (largest coordinate difference in the unit cube) count
+#: as one in an acquisition baseline.
+DUPLICATE_TOL = 1e-6
+#: Posterior samples that estimate how often each observed point is the best.
+WIN_SAMPLES = 2048
 
 
 def _NUMERICAL_ERRORS() -> tuple[type[Exception], ...]:
@@ -122,8 +145,12 @@ class StrategyInput:
         pending: Points suggested but not yet told, shape ``(p, dim)``.
         avoid: Points never to suggest again (observed, failed, pending), shape ``(k, dim)``.
         seed: Seed of this suggestion (the caller derives it from its seed and counter).
-        index: How many points were suggested before (the Sobol sequence position).
+        index: How many points were suggested before.
         model_state: The previous fit's state (warm start) or ``None``.
+        sobol_seed: Seed of the study's one Sobol engine (the same for every suggestion).
+        sobol_position: Points drawn from that engine so far.
+        yvar: Known observation-noise variances of ``y`` (shape ``(n, m)``, ``NaN`` where
+            unknown) or ``None``.
         deadline: ``time.perf_counter()`` value by which the suggestion should be returned
             (``None``: no bound); see the module docstring.
     """
@@ -141,6 +168,9 @@ class StrategyInput:
     index: int = 0
     model_state: ModelState | None = None
     deadline: float | None = None
+    sobol_seed: int = 0
+    sobol_position: int = 0
+    yvar: np.ndarray | None = None
 
     def time_left(self) -> float:
         """Seconds until :attr:`deadline` (``inf`` without one; negative once passed)."""
@@ -169,11 +199,14 @@ class Suggestion:
         x: New points, shape ``(q, dim)``, snapped and feasible.
         model_state: Model state to keep for the next warm start (``None``: unchanged).
         info: Timings and diagnostics (``fit_s``, ``acq_s``, ``acq_value``, ``phase``).
+        sobol_position: The study's Sobol engine position after this suggestion (``None``:
+            the engine was not used).
     """
 
     x: np.ndarray
     model_state: ModelState | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    sobol_position: int | None = None
 
 
 class Strategy(Protocol):
@@ -213,21 +246,51 @@ def _fill_unique(
 
 @dataclass(frozen=True)
 class SobolSearch:
-    """Scrambled Sobol points, in sequence order (``index`` picks the position)."""
+    """Scrambled Sobol points from the study's one engine, in sequence order.
+
+    The engine is scrambled once per study (:attr:`StrategyInput.sobol_seed`) and advanced
+    point by point: it is rebuilt from that seed and fast-forwarded to
+    :attr:`StrategyInput.sobol_position`, which gives the same points as one engine kept
+    alive, while the strategy stays stateless and the position is saved with the study.
+    Points lost to snapping, constraints or repeats still advance the engine. Why not a
+    fresh engine per suggestion: points from differently scrambled sequences are no better
+    spread than uniform random ones (30 of them in 2-d: star discrepancy 0.007-0.018, like
+    uniform random, against about 0.001 for one sequence).
+    """
 
     name: str = "sobol"
 
     def suggest(self, inp: StrategyInput, q: int) -> Suggestion:
+        import warnings
+
         from scipy.stats import qmc
 
         space = inp.space
-        engine = qmc.Sobol(space.dim, scramble=True, seed=np.random.default_rng(inp.seed))
-        # Draw past the current position so rounding/constraint losses still leave q points.
-        total = inp.index + 4 * q + 16
-        pts = space.snap(engine.random(int(2 ** np.ceil(np.log2(total)))))[inp.index :]
-        pts = pts[space.feasible_unit(pts)]
-        rng = np.random.default_rng([inp.seed, inp.index, 1])
-        return Suggestion(_fill_unique(space, pts, inp.avoid, q, rng), None, {"phase": "sobol"})
+        engine = qmc.Sobol(space.dim, scramble=True, seed=np.random.default_rng(inp.sobol_seed))
+        if inp.sobol_position > 0:  # scipy's fast_forward(0) underflows
+            engine.fast_forward(inp.sobol_position)
+        taken = inp.avoid_points
+        chosen: list[np.ndarray] = []
+        drawn = 0
+        # Rounding, constraints and repeats can reject points; give up on the sequence after
+        # a generous number of draws and top up with random points.
+        while len(chosen) < q and drawn < 64 * q + 256:
+            with warnings.catch_warnings():  # balance needs powers of two; order matters more
+                warnings.simplefilter("ignore")
+                raw = engine.random(1)
+            drawn += 1
+            p = space.snap(raw)
+            if space.feasible_unit(p)[0] and is_new(p[0], taken):
+                chosen.append(p[0])
+                taken = np.vstack([taken, p])
+        if len(chosen) < q:
+            rng = np.random.default_rng([inp.seed, inp.index, 1])
+            chosen.extend(
+                _fill_unique(space, np.zeros((0, space.dim)), taken, q - len(chosen), rng)
+            )
+        return Suggestion(
+            np.stack(chosen), None, {"phase": "sobol"}, sobol_position=inp.sobol_position + drawn
+        )
 
 
 @dataclass(frozen=True)
@@ -274,7 +337,20 @@ class _ModelStrategy:
         try:
             return self._suggest(inp, q)
         except _NUMERICAL_ERRORS() as exc:
-            return self._fallback(inp, q, f"numerical failure of the model: {exc!r}")
+            first = f"numerical failure of the model: {exc!r}"
+        # One retry with a jitter scaled to the outcomes' variance: linear_operator's default
+        # jitter is absolute (1e-8 in float64), negligible once a posterior covariance is in
+        # squared outcome units of 1e6 or more.
+        from linear_operator import settings
+
+        scale = float(np.max(np.var(y, axis=0))) if len(y) > 1 else 1.0
+        jitter = 1e-8 * max(scale, 1.0)
+        try:
+            with settings.cholesky_jitter(double_value=jitter), settings.cholesky_max_tries(6):
+                s = self._suggest(inp, q)
+        except _NUMERICAL_ERRORS() as exc:
+            return self._fallback(inp, q, f"{first}; retried with jitter {jitter:.3g}: {exc!r}")
+        return replace(s, info={**s.info, "retried": first})
 
     def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         raise NotImplementedError
@@ -287,12 +363,12 @@ class _ModelStrategy:
         """The fitted model, its state, the fit's seconds and whether the time bound cut the
         fit short (it may use half of the time left)."""
         configure_torch(self.num_threads)
-        fit = self.fit
-        if fit.kernel == "auto":
-            fit = replace(fit, kernel="matern" if inp.space.is_mixed else "matern-gamma")
+        fit = resolve_kernel(self.fit, inp.space.is_mixed)
         left = inp.time_left()
         timeout = None if math.isinf(left) else max(0.0, left / 2)
-        model, state, info = fit_gp(inp.x, inp.y, inp.model_state, fit, timeout_s=timeout)
+        model, state, info = fit_gp(
+            inp.x, inp.y, inp.model_state, fit, timeout_s=timeout, yvar=inp.yvar
+        )
         return model, state, info.seconds, info.truncated
 
     def _anchors(self, inp: StrategyInput) -> np.ndarray:
@@ -329,6 +405,54 @@ class _ModelStrategy:
         s = SobolSearch().suggest(inp, q)
         return replace(s, model_state=inp.model_state)
 
+    def _greedy(
+        self,
+        inp: StrategyInput,
+        q: int,
+        make_acqf: Callable[[int, Any], Any],
+    ) -> tuple[list[np.ndarray], list[float]]:
+        """Sequential greedy batch: slot ``j`` maximises ``make_acqf(j, X_pending)``, where
+        ``X_pending`` (a tensor or ``None``) holds the study's pending points and the slots
+        chosen before; stops early once the deadline has passed (after the first slot)."""
+        torch = configure_torch(None)
+        space = inp.space
+        avoid, pending = inp.avoid_points, inp.pending_points
+        anchors = self._anchors(inp)
+        chosen: list[np.ndarray] = []
+        values: list[float] = []
+        for j in range(q):
+            if j and inp.time_left() <= 0:
+                break
+            x_pending = (
+                np.concatenate([pending, *[c[None] for c in chosen]])
+                if (len(pending) or chosen)
+                else None
+            )
+            acqf = make_acqf(j, None if x_pending is None else torch.as_tensor(x_pending))
+            pool, n_global = candidate_pool(
+                space,
+                inp.seed * 7919 + j,
+                self.acqf_options.raw_sobol,
+                anchors,
+                self.acqf_options.raw_local,
+            )
+            taken = np.vstack([avoid, *[c[None] for c in chosen]]) if chosen else avoid
+            x, v = maximize_acqf(
+                acqf,
+                space,
+                pool,
+                taken,
+                self.acqf_options,
+                n_global=n_global,
+                deadline=inp.deadline,
+            )
+            if x is None:
+                rng = np.random.default_rng([inp.seed, inp.index, j])
+                x = _fill_unique(space, np.zeros((0, space.dim)), taken, 1, rng)[0]
+            chosen.append(x)
+            values.append(v)
+        return chosen, values
+
     def _objective(self, inp: StrategyInput) -> Any:
         """MC objective over the modelled columns (scalarised or the first objective)."""
         from botorch.acquisition.objective import GenericMCObjective
@@ -363,19 +487,22 @@ class QLogNEI(_ModelStrategy):
         """The observed points that may still be the best, at most ``max_baseline`` of them.
 
         Every acquisition call samples the joint posterior of the candidate and this baseline,
-        so its size is the cost of a call. BoTorch's pruning keeps every point that won in any
-        of 2,048 posterior samples: on Hartmann6 at n=50 that is 1 to 17 points, near-duplicates
-        around the optimum whose joint covariance also needs Cholesky jitter. Keeping the most
-        probable ``max_baseline`` (BoTorch's ``max_frac``) bounds the cost.
-        """
-        import torch
-        from botorch.acquisition.utils import prune_inferior_points
+        so its size is the cost of a call. Every point that won in any of
+        :data:`WIN_SAMPLES` posterior samples may be the best: on Hartmann6 at n=50 that is 1
+        to 17 points, near-duplicates around the optimum whose joint covariance also needs
+        Cholesky jitter. The baseline keeps the ``max_baseline`` most frequent winners, one
+        of each group of near-duplicates (:data:`DUPLICATE_TOL`).
 
-        x = torch.as_tensor(inp.x)
-        frac = min(1.0, self.max_baseline / max(1, len(x)))
-        return prune_inferior_points(
-            model, x, objective=objective, constraints=constraints, max_frac=frac
-        )
+        Why not BoTorch's ``prune_inferior_points(max_frac=...)``: in BoTorch 0.18.1 its
+        capped branch indexes the unique winners by their rank positions instead of their
+        rows of ``X``, so once more than ``max_baseline`` points win, the baseline becomes the
+        earliest observations (the warm-up points) rather than the likely best
+        (``tests/optimize/test_strategies.py`` checks whether that is still so).
+        """
+        torch = configure_torch(None)
+        counts = posterior_win_counts(model, inp.x, objective, constraints, seed=inp.seed)
+        keep = top_winners(inp.x, counts, self.max_baseline)
+        return torch.as_tensor(inp.x[keep])
 
     def _suggest(self, inp: StrategyInput, q: int) -> Suggestion:
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
@@ -384,27 +511,16 @@ class QLogNEI(_ModelStrategy):
         torch = configure_torch(self.num_threads)
         model, state, fit_s, truncated = self._fit(inp)
         t0 = time.perf_counter()
-        space = inp.space
-        avoid, pending = inp.avoid_points, inp.pending_points
         objective = self._objective(inp)
         constraints = self._constraints(inp)
-        anchors = self._anchors(inp)
         # The same posterior without GPyTorch's per-call overhead (single output only).
         acq_model = lean_posterior_model(model) or model
-        chosen: list[np.ndarray] = []
-        values: list[float] = []
         with torch.random.fork_rng():
             torch.manual_seed(inp.seed)
             baseline = self._baseline(acq_model, inp, objective, constraints)
-            for j in range(q):
-                if j and inp.time_left() <= 0:
-                    break
-                x_pending = (
-                    np.concatenate([pending, *[c[None] for c in chosen]])
-                    if (len(pending) or chosen)
-                    else None
-                )
-                acqf = qLogNoisyExpectedImprovement(
+
+            def make_acqf(j: int, x_pending: Any) -> Any:
+                return qLogNoisyExpectedImprovement(
                     model=acq_model,
                     X_baseline=baseline,
                     sampler=SobolQMCNormalSampler(
@@ -412,32 +528,12 @@ class QLogNEI(_ModelStrategy):
                     ),
                     objective=objective,
                     constraints=constraints,
-                    X_pending=None if x_pending is None else torch.as_tensor(x_pending),
+                    X_pending=x_pending,
                     prune_baseline=False,
                     cache_root=acq_model is model,
                 )
-                pool, n_global = candidate_pool(
-                    space,
-                    inp.seed * 7919 + j,
-                    self.acqf_options.raw_sobol,
-                    anchors,
-                    self.acqf_options.raw_local,
-                )
-                taken = np.vstack([avoid, *[c[None] for c in chosen]]) if chosen else avoid
-                x, v = maximize_acqf(
-                    acqf,
-                    space,
-                    pool,
-                    taken,
-                    self.acqf_options,
-                    n_global=n_global,
-                    deadline=inp.deadline,
-                )
-                if x is None:
-                    rng = np.random.default_rng([inp.seed, inp.index, j])
-                    x = _fill_unique(space, np.zeros((0, space.dim)), taken, 1, rng)[0]
-                chosen.append(x)
-                values.append(v)
+
+            chosen, values = self._greedy(inp, q, make_acqf)
         filled = self._fill(inp, chosen, q)
         acq_s = time.perf_counter() - t0
         return Suggestion(
@@ -453,6 +549,55 @@ class QLogNEI(_ModelStrategy):
                 "filled": filled,
             },
         )
+
+
+def posterior_win_counts(
+    model: Any,
+    x: np.ndarray,
+    objective: Any,
+    constraints: Sequence[Callable[[Any], Any]] | None = None,
+    *,
+    seed: int = 0,
+    num_samples: int = WIN_SAMPLES,
+) -> np.ndarray:
+    """How often each row of ``x`` (shape ``(n, dim)``) is the best in ``num_samples`` joint
+    posterior samples (quasi-random, seeded), shape ``(n,)``.
+
+    A sample where a point violates an outcome constraint (``constraint(samples) > 0``)
+    ranks it below every feasible one; a sample where none is feasible counts for the point
+    closest to feasibility.
+    """
+    from botorch.sampling.normal import SobolQMCNormalSampler
+
+    torch = configure_torch(None)
+    tx = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    with torch.no_grad():
+        posterior = model.posterior(tx)
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([num_samples]), seed=seed)
+        samples = sampler(posterior)  # (s, n, m)
+        values = objective(samples, X=tx)  # (s, n)
+        if constraints:
+            slack = torch.stack([c(samples) for c in constraints], dim=-1).clamp_min(0).sum(-1)
+            feasible = slack <= 0
+            worst = values.min() - 1.0
+            values = torch.where(feasible, values, worst - slack)
+        winners = values.argmax(dim=-1).numpy()
+    return np.bincount(winners, minlength=len(x))
+
+
+def top_winners(x: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Rows of ``x`` to keep as a baseline: those that won at least once, most wins first
+    (ties by row), at most ``k``, skipping any within :data:`DUPLICATE_TOL` of one kept."""
+    order = np.lexsort((np.arange(len(counts)), -counts))
+    keep: list[int] = []
+    for i in order:
+        if counts[i] <= 0 or len(keep) == k:
+            break
+        if all(np.max(np.abs(x[i] - x[j])) > DUPLICATE_TOL for j in keep):
+            keep.append(int(i))
+    if not keep:  # no sample at all (cannot happen with num_samples >= 1): the first row
+        keep = [int(order[0])]
+    return np.asarray(keep, dtype=int)
 
 
 @dataclass(frozen=True)
@@ -479,9 +624,10 @@ class ThompsonSampling(_ModelStrategy):
         pool, _ = candidate_pool(
             space, inp.seed * 7919, self.pool_sobol, self._anchors(inp), self.pool_local
         )
+        sampled = self._believe_pending(model, inp)
         with torch.random.fork_rng():
             torch.manual_seed(inp.seed)
-            paths = draw_matheron_paths(model, sample_shape=torch.Size([q]))
+            paths = draw_matheron_paths(sampled, sample_shape=torch.Size([q]))
             with torch.no_grad():
                 samples = paths(torch.as_tensor(pool))  # (q, [m,] N)
         s = samples.detach().numpy()
@@ -521,8 +667,33 @@ class ThompsonSampling(_ModelStrategy):
                 "fit_s": fit_s,
                 "acq_s": time.perf_counter() - t0,
                 "truncated": truncated,
+                "pending": len(inp.pending_points),
             },
         )
+
+    @staticmethod
+    def _believe_pending(model: Any, inp: StrategyInput) -> Any:
+        """``model`` conditioned on the pending points at their posterior mean (the "kriging
+        believer"), so samples stop finding uncertainty to exploit where an evaluation is
+        already under way; ``model`` itself when nothing is pending.
+
+        Why not fantasies drawn from the posterior: a Thompson sample conditioned on values
+        drawn from itself is the same sample, so only a believed value changes the batch.
+        """
+        pending = inp.pending_points
+        if not len(pending):
+            return model
+        torch = configure_torch(None)
+        tp = torch.as_tensor(pending)
+        with torch.no_grad():
+            mean = model.posterior(tp).mean  # (p, m), outcome units
+        kwargs: dict[str, Any] = {}
+        noise = getattr(model.likelihood, "noise", None)
+        if type(model.likelihood).__name__ == "FixedNoiseGaussianLikelihood" and noise is not None:
+            # fixed-noise models need a variance for each new value: the median known one
+            # (BoTorch takes it already standardised, as the likelihood holds it)
+            kwargs["noise"] = noise.detach().median().expand_as(mean).clone()
+        return model.condition_on_observations(tp, mean, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -557,62 +728,32 @@ class QLogNEHVI(_ModelStrategy):
         torch = configure_torch(self.num_threads)
         model, state, fit_s, truncated = self._fit(inp)
         t0 = time.perf_counter()
-        space = inp.space
         k = inp.n_objectives
         ref = inp.ref_point
         if ref is None:
             from botorch.utils.multi_objective.hypervolume import infer_reference_point
 
             ref = infer_reference_point(torch.as_tensor(inp.y[:, :k])).numpy()
-        avoid, pending = inp.avoid_points, inp.pending_points
-        chosen: list[np.ndarray] = []
-        values: list[float] = []
-        anchors = self._anchors(inp)
+        baseline = torch.as_tensor(inp.x[_distinct_rows(inp.x)])
         with torch.random.fork_rng():
             torch.manual_seed(inp.seed)
-            for j in range(q):
-                if j and inp.time_left() <= 0:
-                    break
-                x_pending = (
-                    np.concatenate([pending, *[c[None] for c in chosen]])
-                    if (len(pending) or chosen)
-                    else None
-                )
-                acqf = qLogNoisyExpectedHypervolumeImprovement(
+
+            def make_acqf(j: int, x_pending: Any) -> Any:
+                return qLogNoisyExpectedHypervolumeImprovement(
                     model=model,
                     ref_point=torch.as_tensor(np.asarray(ref, dtype=np.float64)).tolist(),
-                    X_baseline=torch.as_tensor(inp.x),
+                    X_baseline=baseline,
                     sampler=SobolQMCNormalSampler(
                         sample_shape=torch.Size([self.mc_samples]), seed=inp.seed + j
                     ),
                     objective=IdentityMCMultiOutputObjective(outcomes=list(range(k))),
                     constraints=self._constraints(inp),
-                    X_pending=None if x_pending is None else torch.as_tensor(x_pending),
+                    X_pending=x_pending,
                     prune_baseline=True,
                     cache_root=True,
                 )
-                pool, n_global = candidate_pool(
-                    space,
-                    inp.seed * 7919 + j,
-                    self.acqf_options.raw_sobol,
-                    anchors,
-                    self.acqf_options.raw_local,
-                )
-                taken = np.vstack([avoid, *[c[None] for c in chosen]]) if chosen else avoid
-                x, v = maximize_acqf(
-                    acqf,
-                    space,
-                    pool,
-                    taken,
-                    self.acqf_options,
-                    n_global=n_global,
-                    deadline=inp.deadline,
-                )
-                if x is None:
-                    rng = np.random.default_rng([inp.seed, inp.index, j])
-                    x = _fill_unique(space, np.zeros((0, space.dim)), taken, 1, rng)[0]
-                chosen.append(x)
-                values.append(v)
+
+            chosen, values = self._greedy(inp, q, make_acqf)
         filled = self._fill(inp, chosen, q)
         return Suggestion(
             np.stack(chosen),
@@ -626,6 +767,16 @@ class QLogNEHVI(_ModelStrategy):
                 "filled": filled,
             },
         )
+
+
+def _distinct_rows(x: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``x`` kept when later near-duplicates (:data:`DUPLICATE_TOL`)
+    of an earlier row are dropped."""
+    keep: list[int] = []
+    for i in range(len(x)):
+        if all(np.max(np.abs(x[i] - x[j])) > DUPLICATE_TOL for j in keep):
+            keep.append(i)
+    return np.asarray(keep, dtype=int)
 
 
 STRATEGIES: dict[str, Callable[[], Strategy]] = {}
