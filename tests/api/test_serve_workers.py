@@ -134,8 +134,9 @@ def test_a_study_told_from_many_connections_keeps_every_trial(server: Server) ->
         assert status == 200, body
         ids.append(trial["id"])
     assert ids == list(range(10))
-    for _ in range(6):
-        assert server.call("GET", f"{base}/best")[2]["data"]["value"] == 0.0
+    answers = [server.call("GET", f"{base}/best")[2]["data"] for _ in range(6)]
+    assert all(a["best_observed"]["value"] == 0.0 for a in answers)  # every tell was seen
+    assert len({json.dumps(a, sort_keys=True) for a in answers}) == 1  # one recommendation
     saved = json.loads((server.data_dir / "optimize" / "studies" / "shared-study.json").read_text())
     assert len(saved["study"]["trials"]) == 10
 
