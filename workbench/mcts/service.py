@@ -693,13 +693,7 @@ class MctsService:
                 (each named in the error); nothing was recorded.
             BackendUnavailable: the models could not be saved (nothing was recorded).
         """
-        check_name(agent, "agent")
-        check_name(task_type, "task_type")
-        _check_range("reward", reward, 0.0, 1.0)
-        if latency_ms is not None:
-            _check_range("latency_ms", latency_ms, 0.0, MAX_EXECUTION_TIME_MS)
-        if tokens is not None:
-            _check_range("tokens", tokens, 0.0, MAX_TOKENS)
+        _check_outcome(agent, task_type, reward, latency_ms, tokens)
         async with self._changing_models():
             model = self.orchestrator.registry.update(
                 agent, task_type, 1.0 if reward > 0.5 else 0.0, latency_ms, tokens
@@ -732,13 +726,7 @@ class MctsService:
             InputError: as :meth:`record_reward`.
             BackendUnavailable: the models could not be saved (nothing was recorded).
         """
-        check_name(agent, "agent")
-        check_name(task_type, "task_type")
-        _check_range("reward", reward, 0.0, 1.0)
-        if latency_ms is not None:
-            _check_range("latency_ms", latency_ms, 0.0, MAX_EXECUTION_TIME_MS)
-        if tokens is not None:
-            _check_range("tokens", tokens, 0.0, MAX_TOKENS)
+        _check_outcome(agent, task_type, reward, latency_ms, tokens)
         if orchestration_id is not None:
             async with self._changing_models():
                 record = await asyncio.to_thread(
@@ -845,6 +833,19 @@ def check_name(value: Any, field: str) -> str:
             details=[{"field": field, "message": f"1..{MAX_NAME_LENGTH} characters"}],
         )
     return value
+
+
+def _check_outcome(
+    agent: str, task_type: str, reward: float, latency_ms: float | None, tokens: float | None
+) -> None:
+    """Validate one reported outcome of ``agent`` (each bad field named in an InputError)."""
+    check_name(agent, "agent")
+    check_name(task_type, "task_type")
+    _check_range("reward", reward, 0.0, 1.0)
+    if latency_ms is not None:
+        _check_range("latency_ms", latency_ms, 0.0, MAX_EXECUTION_TIME_MS)
+    if tokens is not None:
+        _check_range("tokens", tokens, 0.0, MAX_TOKENS)
 
 
 def _check_range(field: str, value: Any, lo: float, hi: float) -> None:
