@@ -25,6 +25,16 @@ speed:
   clock (``TIME``) so that workers on hosts with skewed clocks share one limit.
 
 :meth:`RedisAdapter.script` registers any other Lua script (EVALSHA, loaded again on NOSCRIPT).
+
+Redis Cluster: ``RedisAdapter(url, cluster=True)`` talks to a cluster through redis-py's
+``RedisCluster``, ``url`` naming one startup node (the others are discovered). Single-key
+calls, :meth:`RedisAdapter.scan` (every master is scanned), multi-key
+:meth:`RedisAdapter.delete` (split by slot), :meth:`RedisAdapter.pipeline` (split by node) and
+scripts on one key work unchanged. A script or transaction over several keys needs them in one
+hash slot: put the shared part in a ``{hash tag}`` (:meth:`RedisAdapter.hash_slot` says where a
+key lands). A prefix holding a hash tag puts every key of the adapter in one slot, on one node.
+Slots that are not served (a master died and its replica is not promoted yet) are
+:class:`~workbench.errors.BackendUnavailable`, like an unreachable server.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from workbench.config import Settings, load_settings
 from workbench.errors import BackendUnavailable, ConflictError, InputError
@@ -138,6 +150,30 @@ def _pool(url: str, timeout_s: float) -> redis.ConnectionPool:
         return pool
 
 
+_clusters: dict[tuple[str, float], RedisCluster] = {}
+
+
+def _cluster(url: str, timeout_s: float) -> RedisCluster:
+    """Share one cluster client per (URL, timeout): each holds a pool per node and the slot map.
+
+    Building one connects to the startup node to learn the slot map, under the lock, so that
+    concurrent first calls build it once.
+    """
+    key = (url, timeout_s)
+    with _pools_lock:
+        client = _clusters.get(key)
+        if client is None:
+            client = RedisCluster.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                health_check_interval=30,
+                max_connections=64,
+            )
+            _clusters[key] = client
+        return client
+
+
 class RedisAdapter:
     """A prefixed, pooled Redis client whose failures are workbench errors.
 
@@ -145,9 +181,14 @@ class RedisAdapter:
         url: ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
         prefix: Prepended to every key built with :meth:`key`.
         timeout_s: Connect and read timeout of each call, seconds.
+        cluster: ``url`` is a startup node of a Redis Cluster; :attr:`client` is then a
+            ``redis.cluster.RedisCluster`` (shared per URL and timeout), built at once, so an
+            unreachable cluster is a :class:`~workbench.errors.BackendUnavailable` here.
     """
 
-    def __init__(self, url: str, *, prefix: str = "", timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "", timeout_s: float = 2.0, cluster: bool = False
+    ) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise InputError(f"Redis url {url!r} must start with redis://, rediss:// or unix://")
         if timeout_s <= 0:
@@ -155,7 +196,13 @@ class RedisAdapter:
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s
-        self.client: redis.Redis = redis.Redis(connection_pool=_pool(url, timeout_s))
+        self.cluster = cluster
+        self.client: redis.Redis | RedisCluster
+        if cluster:
+            with self.errors():
+                self.client = _cluster(url, timeout_s)
+        else:
+            self.client = redis.Redis(connection_pool=_pool(url, timeout_s))
         self._scripts: dict[str, RedisScript] = {}
         self._scripts_lock = threading.Lock()
 
@@ -186,6 +233,32 @@ class RedisAdapter:
         """Translate redis-py errors raised inside the block into workbench errors."""
         try:
             yield
+        except (
+            redis_errors.ClusterCrossSlotError,
+            redis_errors.CrossSlotTransactionError,
+        ) as exc:
+            raise InputError(
+                f"keys of one Redis Cluster command, script or transaction must share a hash "
+                f"slot ({exc}); put their common part in a {{hash tag}}",
+                details={"url": self._safe_url()},
+            ) from exc
+        except (
+            redis_errors.ClusterError,  # ClusterDownError, MasterDownError
+            redis_errors.TryAgainError,
+            redis_errors.AskError,  # MovedError too: a redirection redis-py did not follow
+            redis_errors.RedisClusterException,  # SlotNotCoveredError, no node reachable
+        ) as exc:
+            if "must map to the same key slot" in str(exc):  # redis-py refused, client side
+                raise InputError(
+                    f"keys of one Redis Cluster command or script must share a hash slot "
+                    f"({exc}); put their common part in a {{hash tag}}",
+                    details={"url": self._safe_url()},
+                ) from exc
+            raise BackendUnavailable(
+                f"Redis Cluster at {self._safe_url()} does not serve the request ({exc}); "
+                "retry once its failover completes, or check CLUSTER INFO",
+                details={"url": self._safe_url()},
+            ) from exc
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             raise BackendUnavailable(
                 f"Redis at {self._safe_url()} is unreachable ({exc}); start it or set "
@@ -193,6 +266,12 @@ class RedisAdapter:
                 details={"url": self._safe_url()},
             ) from exc
         except redis_errors.ResponseError as exc:
+            if str(exc).startswith("CLUSTERDOWN"):
+                raise BackendUnavailable(
+                    f"Redis Cluster at {self._safe_url()} is down ({exc}); retry once its "
+                    "failover completes, or check CLUSTER INFO",
+                    details={"url": self._safe_url()},
+                ) from exc
             raise BackendUnavailable(
                 f"Redis at {self._safe_url()} refused a command: {exc}",
                 details={"url": self._safe_url()},
@@ -205,16 +284,65 @@ class RedisAdapter:
 
         asyncio connection pools belong to one event loop, so each caller (an app's startup
         hook, say) creates its own and closes it with ``await client.aclose()``; wrap calls
-        in :meth:`errors` like the synchronous ones.
+        in :meth:`errors` like the synchronous ones. With ``cluster=True`` it is a
+        ``redis.asyncio.cluster.RedisCluster``, which connects on its first command.
         """
         import redis.asyncio as aredis
 
+        if self.cluster:
+            from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+            return AsyncRedisCluster.from_url(
+                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+            )
         return aredis.Redis.from_url(
             self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
         )
 
+    @staticmethod
+    def hash_slot(key: str | bytes) -> int:
+        """The Redis Cluster hash slot (0..16383) of the full ``key``.
+
+        CRC16 of the key, or of its ``{hash tag}`` (the text between the first ``{`` and the
+        next ``}``, when not empty), modulo 16384: redis-py's ``key_slot``. Keys with the same
+        tag share a slot, so scripts and transactions may use them together.
+        """
+        return key_slot(key.encode() if isinstance(key, str) else bytes(key))
+
+    def pipeline(self) -> Any:
+        """A non-transactional pipeline: commands are queued and sent together on execute.
+
+        Use it to batch many independent reads and writes (one round trip per node rather
+        than per command); it is not atomic. On a cluster, redis-py splits it by node and
+        returns the replies in the order of the commands. Wrap ``execute()`` in
+        :meth:`errors` so failures become workbench errors::
+
+            pipe = adapter.pipeline()
+            for key in keys:
+                pipe.get(key)
+            with adapter.errors():
+                values = pipe.execute()
+
+        For atomic updates use :meth:`cas`, :meth:`set_if_version` or :meth:`script`.
+        """
+        return self.client.pipeline(transaction=False)
+
+    def reset_connections(self) -> None:
+        """Close every pooled connection of this URL; the next calls open fresh ones.
+
+        After a Redis restart each pooled connection would otherwise fail once (reset by
+        peer) before it reconnects; a caller that has just seen the server come back calls
+        this first, so recovery is not undone by a stale socket.
+        """
+        client: Any = self.client
+        with contextlib.suppress(Exception):  # closing sockets that may already be dead
+            if self.cluster:
+                client.disconnect_connection_pools()
+            else:
+                client.connection_pool.disconnect()
+
     def ping(self) -> float:
-        """Round-trip time of one PING, in seconds."""
+        """Round-trip time of one PING, in seconds (on a cluster: to every node)."""
         with self.errors():
             start = time.perf_counter()
             self.client.ping()
@@ -261,7 +389,9 @@ class RedisAdapter:
     def scan(self, pattern: str = "*", *, count: int = 500) -> Iterator[str]:
         """Keys under this adapter's prefix matching ``pattern`` (SCAN, never KEYS).
 
-        The pattern is relative to the prefix; yielded keys are full keys.
+        The pattern is relative to the prefix; yielded keys are full keys. On a cluster
+        every master is scanned (redis-py's ``RedisCluster.scan_iter`` keeps one cursor per
+        master).
         """
         with self.errors():
             for raw in self.client.scan_iter(match=self.prefix + pattern, count=count):

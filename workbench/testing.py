@@ -1,6 +1,8 @@
 """Helpers for tests and notebooks that users may reuse in their own suites.
 
 - :func:`throwaway_redis`: start a private ``redis-server`` on a free loopback port.
+- :func:`throwaway_redis_cluster`: start a private Redis Cluster (masters and replicas) whose
+  nodes tests may kill to watch a failover (:class:`ThrowawayRedisCluster`).
 - :func:`redis_answers` / :func:`postgres_answers`: whether a server answers at a URL.
 - :func:`nvml_available`: whether NVML (a real NVIDIA driver) is usable here.
 - :func:`kill_then_bounded`: run a teardown after killing the process it waits on, bounded in
@@ -26,15 +28,19 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 __all__ = [
+    "RedisServer",
     "ServeProcess",
+    "ThrowawayRedisCluster",
     "free_port",
     "kill_then_bounded",
     "nvml_available",
     "postgres_answers",
     "redis_answers",
     "throwaway_redis",
+    "throwaway_redis_cluster",
 ]
 
 
@@ -136,6 +142,423 @@ def throwaway_redis(
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RedisServer:
+    """A private, non-persistent ``redis-server`` that a fault test can stop, start again on
+    the same port, and freeze (SIGSTOP, so connections hang) and thaw.
+
+    Use it as a context manager (it starts on entry and is killed on exit, even when the test
+    failed); :func:`throwaway_redis` is the simpler form for tests that never stop it. With
+    ``persistent=True`` it keeps an append-only file synced on every write, so a restart
+    comes back with the data it had (what a stale-read test needs).
+
+    Attributes:
+        port: Its port, the same across restarts.
+        url: ``redis://127.0.0.1:<port>/0``.
+    """
+
+    def __init__(
+        self,
+        executable: str = "redis-server",
+        *,
+        persistent: bool = False,
+        startup_timeout_s: float = 10.0,
+    ) -> None:
+        path = shutil.which(executable)
+        if path is None:
+            raise FileNotFoundError(f"{executable} is not on PATH")
+        self._path = path
+        self.persistent = persistent
+        self.startup_timeout_s = startup_timeout_s
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = tempfile.mkdtemp(prefix="wb-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it (again) on its port and wait until it answers."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"redis-server on port {self.port} is already running")
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        if self.persistent:  # every write on disk before it is acknowledged
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        args += ["--dir", self._workdir]
+        self.proc = subprocess.Popen(
+            [self._path, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not redis_answers(self.url, timeout_s=0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"throwaway redis-server on port {self.port} did not start")
+            time.sleep(0.05)  # polling a child process's readiness, not papering over a race
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL after 5 s); its data is gone unless persistent."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets open but answers nothing."""
+        assert self.proc is not None, "not running"
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        assert self.proc is not None, "not running"
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+_CLUSTER_SLOTS = 16384
+_CLUSTER_BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+
+
+def _free_cluster_port(taken: set[int]) -> int:
+    """A free loopback port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        bus = port + _CLUSTER_BUS_OFFSET
+        if port in taken or bus in taken or bus > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", bus))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("found no free port pair (port, port + 10000) for a Redis Cluster node")
+
+
+class ThrowawayRedisCluster:
+    """A running throwaway Redis Cluster, as yielded by :func:`throwaway_redis_cluster`.
+
+    Attributes:
+        url: ``redis://127.0.0.1:<port>/0`` of the first master, a startup node for clients.
+        ports: The client ports of every node started, masters and replicas, killed or not.
+        node_timeout_ms: The nodes' ``cluster-node-timeout``; a killed master is replaced by
+            its replica a few of these later.
+    """
+
+    def __init__(
+        self, ports: list[int], procs: dict[int, subprocess.Popen[bytes]], workdir: str
+    ) -> None:
+        self.ports: tuple[int, ...] = tuple(ports)
+        self.node_timeout_ms = 0
+        self.url = ""
+        self._procs = procs
+        self._workdir = workdir
+        self._killed: set[int] = set()
+
+    def alive(self) -> list[int]:
+        """Ports of the nodes not killed (and still running)."""
+        return [p for p in self.ports if p not in self._killed and self._procs[p].poll() is None]
+
+    def _client(self, port: int) -> Any:
+        import redis
+
+        return redis.Redis(
+            host="127.0.0.1", port=port, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+
+    def _query(self, port: int, *args: str) -> Any:
+        client = self._client(port)
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+    def _nodes(self, port: int) -> list[dict[str, Any]]:
+        """``CLUSTER NODES`` as seen by the node at ``port``: one dict per known node."""
+        raw = self._query(port, "CLUSTER", "NODES")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        nodes = []
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) < 8:
+                continue
+            address = fields[1].split("@", 1)[0]
+            slots: list[tuple[int, int]] = []
+            for spec in fields[8:]:
+                if spec.startswith("["):  # a slot being migrated, not owned
+                    continue
+                first, _, last = spec.partition("-")
+                slots.append((int(first), int(last or first)))
+            nodes.append(
+                {
+                    "port": int(address.rsplit(":", 1)[1]),
+                    "flags": set(fields[2].split(",")),
+                    "slots": slots,
+                }
+            )
+        return nodes
+
+    def masters(self) -> list[int]:
+        """Ports of the live masters that own slots, as the first live node sees them."""
+        for port in self.alive():
+            with contextlib.suppress(Exception):
+                return sorted(
+                    n["port"]
+                    for n in self._nodes(port)
+                    if "master" in n["flags"]
+                    and not n["flags"] & {"fail", "fail?"}
+                    and n["slots"]
+                    and n["port"] not in self._killed
+                )
+        raise RuntimeError(f"no node of the cluster answers (ports {self.ports})")
+
+    def master_for_slot(self, slot: int) -> int:
+        """The port of the master that owns hash ``slot``, as the first live node sees it."""
+        for node in self._nodes(self.alive()[0]):
+            if "master" in node["flags"] and any(a <= slot <= b for a, b in node["slots"]):
+                return int(node["port"])
+        raise RuntimeError(f"no master owns slot {slot}")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node at ``port`` (a crash: no shutdown, no failover handshake)."""
+        if port not in self._procs:
+            raise ValueError(f"port {port} is not a node of this cluster (ports {self.ports})")
+        proc = self._procs[port]
+        self._killed.add(port)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def problem(self) -> str | None:
+        """Why the cluster is not ok yet, or None when it is (see :meth:`wait_ok`)."""
+        alive = self.alive()
+        if not alive:
+            return "no node is running"
+        owners_seen: list[dict[int, int]] = []
+        for port in alive:
+            try:
+                info = self._query(port, "CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+                if fields.get("cluster_state") != "ok":
+                    return f"node {port}: cluster_state {fields.get('cluster_state')}"
+                if int(fields.get("cluster_slots_ok", 0)) != _CLUSTER_SLOTS:
+                    return f"node {port}: cluster_slots_ok {fields.get('cluster_slots_ok')}"
+                owners: dict[int, int] = {}
+                for node in self._nodes(port):
+                    if "master" not in node["flags"]:
+                        continue
+                    for first, last in node["slots"]:
+                        for slot in range(first, last + 1):
+                            owners[slot] = node["port"]
+                if len(owners) != _CLUSTER_SLOTS:
+                    return f"node {port}: {len(owners)} slots have an owner"
+                dead = set(owners.values()) & self._killed
+                if dead:
+                    return f"node {port}: slots still owned by killed nodes {sorted(dead)}"
+                owners_seen.append(owners)
+                replication = self._client(port)
+                try:
+                    role: Any = replication.info("replication")
+                finally:
+                    replication.close()
+                if role.get("role") == "slave" and role.get("master_link_status") != "up":
+                    return f"replica {port}: link to its master is {role.get('master_link_status')}"
+            except Exception as exc:  # a node still starting or electing answers errors
+                return f"node {port}: {exc}"
+        if any(o != owners_seen[0] for o in owners_seen[1:]):
+            return "the nodes disagree on which master owns which slot"
+        return None
+
+    def wait_replicated(self, timeout_s: float = 10.0) -> None:
+        """Wait until every live replica has acknowledged every write its master took so far.
+
+        Call it between writing and :meth:`kill`, so the writes survive the failover.
+
+        Raises:
+            RuntimeError: some replica still lags after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lagging = []
+            for port in self.alive():
+                client = self._client(port)
+                try:
+                    info: Any = client.info("replication")
+                finally:
+                    client.close()
+                if info.get("role") != "master":
+                    continue
+                offset = int(info.get("master_repl_offset", 0))
+                for i in range(int(info.get("connected_slaves", 0))):
+                    replica = info.get(f"slave{i}", {})
+                    if int(replica.get("offset", -1)) != offset:
+                        lagging.append(f"{replica.get('port')} behind {port}")
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replicas still lag after {timeout_s} s: {lagging}")
+            time.sleep(0.02)  # polling replication offsets, not papering over a race
+
+    def wait_ok(self, timeout_s: float = 30.0) -> float:
+        """Wait until the cluster serves every slot again.
+
+        Every live node must report ``cluster_state:ok`` with all 16384 slots ok, owned by
+        live masters, the same owners on every node, and every live replica linked to its
+        master.
+
+        Returns:
+            The seconds waited.
+
+        Raises:
+            RuntimeError: not ok within ``timeout_s``; the message says what was missing.
+        """
+        start = time.monotonic()
+        deadline = start + timeout_s
+        while True:
+            problem = self.problem()
+            if problem is None:
+                return time.monotonic() - start
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"Redis Cluster on ports {self.ports} not ok within {timeout_s} s: {problem}"
+                    f"; node logs are in {self._workdir}"
+                )
+            time.sleep(0.05)  # polling the cluster's state, not papering over a race
+
+
+@contextlib.contextmanager
+def throwaway_redis_cluster(
+    masters: int = 3,
+    replicas: int = 1,
+    node_timeout_ms: int = 2000,
+    *,
+    executable: str = "redis-server",
+    cli: str = "redis-cli",
+    startup_timeout_s: float = 30.0,
+) -> Iterator[ThrowawayRedisCluster]:
+    """Run a private, non-persistent Redis Cluster for the duration of the block.
+
+    Starts ``masters * (1 + replicas)`` ``redis-server`` processes in cluster mode on free
+    loopback ports, in a temporary directory, joins them with ``redis-cli --cluster create``
+    and waits until every node serves every slot. Leaving the block kills every process and
+    removes the directory, whatever happened inside it.
+
+    Args:
+        masters: Masters sharing the 16384 slots (``redis-cli`` needs at least 3).
+        replicas: Replicas per master; with at least one, killing a master fails over.
+        node_timeout_ms: ``cluster-node-timeout``: how long a silent node takes to be
+            considered failed, so about how long a failover takes.
+        executable: The ``redis-server`` to run.
+        cli: The ``redis-cli`` that creates the cluster.
+        startup_timeout_s: How long the nodes and the cluster may take to be ready.
+
+    Yields:
+        A :class:`ThrowawayRedisCluster`.
+
+    Raises:
+        FileNotFoundError: ``executable`` or ``cli`` is not on PATH.
+        ValueError: ``masters``, ``replicas`` or ``node_timeout_ms`` are out of range.
+        RuntimeError: the cluster did not form within ``startup_timeout_s``.
+    """
+    server_path, cli_path = shutil.which(executable), shutil.which(cli)
+    missing = [name for name, path in ((executable, server_path), (cli, cli_path)) if not path]
+    if missing or server_path is None or cli_path is None:
+        raise FileNotFoundError(
+            f"{' and '.join(missing)} not on PATH: a Redis Cluster needs both redis-server and "
+            "redis-cli (install Redis, e.g. the redis-server and redis-tools packages)"
+        )
+    if masters < 3:
+        raise ValueError(f"masters={masters!r}: a Redis Cluster needs at least 3 masters")
+    if replicas < 0:
+        raise ValueError(f"replicas={replicas!r} must be >= 0")
+    if node_timeout_ms < 100:
+        raise ValueError(f"node_timeout_ms={node_timeout_ms!r} must be at least 100")
+    workdir = tempfile.mkdtemp(prefix="wb-redis-cluster-")
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    try:
+        taken: set[int] = set()
+        ports: list[int] = []
+        for _ in range(masters * (1 + replicas)):
+            port = _free_cluster_port(taken)
+            taken |= {port, port + _CLUSTER_BUS_OFFSET}
+            ports.append(port)
+            procs[port] = subprocess.Popen(
+                [
+                    server_path,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    str(node_timeout_ms),
+                    "--cluster-config-file",
+                    f"nodes-{port}.conf",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    # replicas sync at once instead of after the default 5 s batching delay
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    "--dir",
+                    workdir,
+                    "--logfile",
+                    f"{workdir}/redis-{port}.log",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        cluster = ThrowawayRedisCluster(ports, procs, workdir)
+        cluster.node_timeout_ms = node_timeout_ms
+        deadline = time.monotonic() + startup_timeout_s
+        for port in ports:
+            while not redis_answers(f"redis://127.0.0.1:{port}/0", timeout_s=0.2):
+                if procs[port].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"cluster node redis-server on port {port} did not start; see "
+                        f"{workdir}/redis-{port}.log"
+                    )
+                time.sleep(0.05)  # polling a child process's readiness
+        created = subprocess.run(
+            [cli_path, "--cluster", "create"]
+            + [f"127.0.0.1:{p}" for p in ports]
+            + ["--cluster-replicas", str(replicas), "--cluster-yes"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+        if created.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed ({created.returncode}):\n"
+                + (created.stdout + created.stderr).decode(errors="replace")[-3000:]
+            )
+        cluster.wait_ok(max(0.0, deadline - time.monotonic()))
+        cluster.url = f"redis://127.0.0.1:{min(cluster.masters(), key=ports.index)}/0"
+        yield cluster
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs.values():
             proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
