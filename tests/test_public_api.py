@@ -25,8 +25,25 @@ PUBLIC = {
         "load_settings",
     ],
     "workbench.analytics": [],
-    "workbench.breaker": ["Breaker", "BreakerOpen", "BreakerSet", "TimeLimiter"],
-    "workbench.cache": [],
+    "workbench.breaker": [
+        "Breaker",
+        "BreakerOpen",
+        "BreakerSet",
+        "SlidingWindowBreaker",
+        "TimeLimiter",
+    ],
+    "workbench.cache": [
+        "AsyncCache",
+        "Cache",
+        "CacheConfig",
+        "MemoryTier",
+        "RefreshAhead",
+        "WarmReport",
+        "cached",
+        "invalidate_prefix",
+        "invalidate_tags",
+        "warm",
+    ],
     "workbench.router": [],
 }
 

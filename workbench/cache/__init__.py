@@ -1,3 +1,24 @@
-"""workbench.cache (public API re-exported here)."""
+"""Cache service: Redis (single node or Cluster) with a memory tier that takes over in outages.
 
-__all__: list[str] = []
+See :mod:`workbench.cache.base` for the tiers and what recovery guarantees.
+"""
+
+from workbench.cache.aio import AsyncCache
+from workbench.cache.base import CacheConfig
+from workbench.cache.cache import Cache
+from workbench.cache.memory import MemoryTier
+from workbench.cache.patterns import cached, invalidate_prefix, invalidate_tags
+from workbench.cache.warming import RefreshAhead, WarmReport, warm
+
+__all__ = [
+    "AsyncCache",
+    "Cache",
+    "CacheConfig",
+    "MemoryTier",
+    "RefreshAhead",
+    "WarmReport",
+    "cached",
+    "invalidate_prefix",
+    "invalidate_tags",
+    "warm",
+]
