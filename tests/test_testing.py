@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from workbench.testing import kill_then_bounded
+from workbench.testing import RedisServer, kill_then_bounded, redis_answers
 
 
 def _sleeper(new_session: bool) -> subprocess.Popen[bytes]:
@@ -45,3 +45,27 @@ def test_teardown_errors_reach_the_caller() -> None:
 
     with pytest.raises(ValueError, match="channel close failed"):
         kill_then_bounded(None, teardown, timeout_s=5)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_redis_server_restarts_on_its_port_keeping_data_only_when_persistent(
+    persistent: bool,
+) -> None:
+    import redis
+
+    with RedisServer(persistent=persistent) as server:
+        client = redis.Redis.from_url(server.url, socket_timeout=0.3)
+        client.set("k", "v")
+        server.stop()
+        assert not redis_answers(server.url, timeout_s=0.2)
+        server.start()
+        assert (client.get("k") == b"v") is persistent
+        client.close()
+
+
+def test_a_frozen_redis_server_hangs_until_thawed() -> None:
+    with RedisServer() as server:
+        server.freeze()
+        assert not redis_answers(server.url, timeout_s=0.2)
+        server.thaw()
+        assert redis_answers(server.url, timeout_s=1.0)

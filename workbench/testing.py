@@ -1,6 +1,8 @@
 """Helpers for tests and notebooks that users may reuse in their own suites.
 
 - :func:`throwaway_redis`: start a private ``redis-server`` on a free loopback port.
+- :class:`RedisServer`: the same, as an object that fault tests stop, start again on its port
+  (its data kept with ``persistent=True``, as a production Redis keeps it), freeze and thaw.
 - :func:`throwaway_redis_cluster`: start a private Redis Cluster (masters and replicas) whose
   nodes tests may kill to watch a failover (:class:`ThrowawayRedisCluster`).
 - :func:`redis_answers` / :func:`postgres_answers`: whether a server answers at a URL.
