@@ -29,6 +29,7 @@ DEMO_PARTS: dict[str, str] = {
     "mcts": "workbench.reports.demos.mcts",
     "optimize": "workbench.reports.demos.optimize",
     "gpu": "workbench.reports.demos.gpu",
+    "cache": "workbench.reports.demos.cache",
 }
 
 
