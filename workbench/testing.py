@@ -5,6 +5,8 @@
   (its data kept with ``persistent=True``, as a production Redis keeps it), freeze and thaw.
 - :func:`throwaway_redis_cluster`: start a private Redis Cluster (masters and replicas) whose
   nodes tests may kill to watch a failover (:class:`ThrowawayRedisCluster`).
+- :func:`throwaway_postgres`: start a private PostgreSQL cluster (``initdb``/``pg_ctl``) on a
+  free port, which fault tests may stop and start again (:class:`ThrowawayPostgres`).
 - :func:`redis_answers` / :func:`postgres_answers`: whether a server answers at a URL.
 - :func:`nvml_available`: whether NVML (a real NVIDIA driver) is usable here.
 - :func:`kill_then_bounded`: run a teardown after killing the process it waits on, bounded in
@@ -35,12 +37,14 @@ from typing import Any
 __all__ = [
     "RedisServer",
     "ServeProcess",
+    "ThrowawayPostgres",
     "ThrowawayRedisCluster",
     "free_port",
     "kill_then_bounded",
     "nvml_available",
     "postgres_answers",
     "redis_answers",
+    "throwaway_postgres",
     "throwaway_redis",
     "throwaway_redis_cluster",
 ]
@@ -732,3 +736,90 @@ class ServeProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ThrowawayPostgres:
+    """A private PostgreSQL cluster in a temporary folder, started and stopped on demand.
+
+    ``initdb`` refuses to run as root, so under root the cluster belongs to the ``postgres``
+    account and every command runs through ``runuser -u postgres --``. The server listens on
+    127.0.0.1 at :attr:`port` (the same across restarts), trusts local connections, and runs
+    with ``fsync=off`` (a test server, never a store of record).
+
+    Attributes:
+        port: Its port.
+        url: ``postgresql://postgres@127.0.0.1:<port>/postgres``.
+
+    Raises:
+        FileNotFoundError: ``initdb``/``pg_ctl`` are not on PATH, or running as root without
+            ``runuser`` or a ``postgres`` account.
+    """
+
+    def __init__(self) -> None:
+        import pwd
+
+        initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            raise FileNotFoundError("initdb/pg_ctl are not on PATH (install PostgreSQL)")
+        self._pg_ctl = pg_ctl
+        self._prefix: list[str] = []
+        self.root = tempfile.mkdtemp(prefix="wb-pg-")
+        if os.geteuid() == 0:
+            runuser = shutil.which("runuser")
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                account = None
+            if runuser is None or account is None:
+                shutil.rmtree(self.root, ignore_errors=True)
+                raise FileNotFoundError(
+                    "running as root needs runuser and a 'postgres' account for initdb"
+                )
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+            self._prefix = [runuser, "-u", "postgres", "--"]
+        self.data = os.path.join(self.root, "data")
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._run(initdb, "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [*self._prefix, *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        """Start the server (again) and wait until it accepts connections."""
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
+            "-c fsync=off -c shared_buffers=16MB"
+        )
+        log = os.path.join(self.root, "server.log")
+        self._run(
+            self._pg_ctl, "-D", self.data, "-l", log, "-o", options, "-w", "-t", "30", "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``mode``: ``smart``, ``fast`` or ``immediate``), waiting for it."""
+        self._run(self._pg_ctl, "-D", self.data, "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop it if running and delete its folder."""
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    """Run a private PostgreSQL (:class:`ThrowawayPostgres`) for the duration of the block;
+    it is removed afterwards, whatever happened inside."""
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
