@@ -60,6 +60,7 @@ class AsyncCache:
         self.config = core.config
         self.namespace = core.config.namespace
         self.counters = CacheCounters()
+        self._latency: dict[str, Any] = {}
         self.cluster = bool(cluster)
         self._id = uuid.uuid4().hex[:12]
         self._inval_gen = 0
@@ -118,7 +119,10 @@ class AsyncCache:
             raise
         elapsed = time.perf_counter() - start
         fb.succeeded(elapsed)
-        REDIS_LATENCY.labels(self.namespace, op).observe(elapsed)
+        hist = self._latency.get(op)
+        if hist is None:
+            hist = self._latency[op] = REDIS_LATENCY.labels(self.namespace, op)
+        hist.observe(elapsed)
         return result
 
     async def _recover(self) -> bool:

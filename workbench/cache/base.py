@@ -435,13 +435,14 @@ class CacheCore:
     def local_incr(self, full: str, amount: int) -> int:
         with self._lock:
             entry = self.memory.get(full)
-            current = 0 if entry is None else self.decode(entry)
-            if isinstance(current, bool) or not isinstance(current, int):
+            if entry is not None and not _INT.match(entry):
+                # as Redis: a counter is a key made by incr, not a value set to an int
                 raise InputError(
-                    f"key: {self.local_key(full)!r} holds a {type(current).__name__}, not an "
-                    "integer",
+                    f"key: {self.local_key(full)!r} holds a value, not a counter; counters "
+                    "are created by incr",
                     details={"field": "key"},
                 )
+            current = 0 if entry is None else int(entry)
             value = current + amount
             self.memory.set(full, str(value).encode(), self.memory.ttl(full), value)
             return value

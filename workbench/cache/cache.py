@@ -115,6 +115,7 @@ class Cache:
         self.config = core.config
         self.namespace = core.config.namespace
         self.counters = CacheCounters()
+        self._latency: dict[str, Any] = {}
         self.cluster = bool(cluster)
         self._lock = threading.Lock()
         self._id = uuid.uuid4().hex[:12]
@@ -128,6 +129,12 @@ class Cache:
         else:
             self.adapter = RedisAdapter(self.url, timeout_s=self.config.timeout_s, cluster=cluster)
             self.client: Any = self.adapter.client
+            if cluster:
+                self._cmd: Callable[..., Any] = self.client.execute_command
+                self._pipe: Callable[[list[tuple[Any, ...]]], list[Any]] = self._cluster_pipe
+            else:
+                fast = self.adapter.fast()
+                self._cmd, self._pipe = fast.command, fast.pipeline
             self.breaker = breaker_for(core)
             self.fallback = Fallback(core, self.breaker, self.counters)
             if self.config.two_tier:
@@ -165,7 +172,10 @@ class Cache:
             raise
         elapsed = time.perf_counter() - start
         fb.succeeded(elapsed)
-        REDIS_LATENCY.labels(self.namespace, op).observe(elapsed)
+        hist = self._latency.get(op)
+        if hist is None:
+            hist = self._latency[op] = REDIS_LATENCY.labels(self.namespace, op)
+        hist.observe(elapsed)
         return result
 
     def _recover(self) -> bool:
@@ -266,9 +276,9 @@ class Cache:
         gen = self._inval_gen
         try:
             if self._listener is not None:
-                data, pttl = self._redis("get", self._get_with_ttl, full)
+                data, pttl = self._redis("get", self._pipe, [("GET", full), ("PTTL", full)])
             else:
-                data = self._redis("get", self.client.get, full)
+                data = self._redis("get", self._cmd, "GET", full)
         except _Down:
             self.counters.fallback += 1
             value = core.local_get(full, MISSING)
@@ -287,13 +297,6 @@ class Cache:
             core.local_set(full, data, core.read_through_ttl(ttl_s), value)
         return value
 
-    def _get_with_ttl(self, full: str) -> tuple[bytes | None, int | None]:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(full)
-        pipe.pttl(full)
-        data, pttl = pipe.execute()
-        return data, pttl
-
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The values of those ``keys`` that are present (one MGET; per slot in a cluster)."""
         keys = list(keys)
@@ -306,7 +309,7 @@ class Cache:
             if self.cluster:
                 values = self._redis("get_many", self.client.mget_nonatomic, fulls)
             else:
-                values = self._redis("get_many", self.client.mget, fulls)
+                values = self._redis("get_many", self._cmd, "MGET", *fulls)
         except _Down:
             self.counters.fallback += 1
             return self._count_many(self.core.local_many(keys, fulls), len(keys))
@@ -322,7 +325,7 @@ class Cache:
         if self.adapter is None:
             return full in self.core.memory
         try:
-            return bool(self._redis("exists", self.client.exists, full))
+            return bool(self._redis("exists", self._cmd, "EXISTS", full))
         except _Down:
             self.counters.fallback += 1
             return full in self.core.memory
@@ -333,7 +336,7 @@ class Cache:
         if self.adapter is None:
             return self.core.memory.ttl(full)
         try:
-            ms = int(self._redis("ttl", self.client.pttl, full))
+            ms = int(self._redis("ttl", self._cmd, "PTTL", full))
         except _Down:
             self.counters.fallback += 1
             return self.core.memory.ttl(full)
@@ -382,7 +385,10 @@ class Cache:
                 self._redis("set", self._set_and_publish, full, data, ttl_s)
                 self._invalidate_local(full)
             else:
-                self._redis("set", self.client.set, full, data, px=core.px(ttl_s))
+                if ttl_s is None:
+                    self._redis("set", self._cmd, "SET", full, data)
+                else:
+                    self._redis("set", self._cmd, "SET", full, data, "PX", core.px(ttl_s))
         except _Down:
             self.counters.fallback += 1
 
@@ -394,10 +400,9 @@ class Cache:
                 self.set(key, value, ttl)
 
     def _set_and_publish(self, full: str, data: bytes, ttl_s: float | None) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(full, data, px=self.core.px(ttl_s))
-        pipe.publish(self.config.channel, self._message("k", full))
-        pipe.execute()
+        px = self.core.px(ttl_s)
+        cmd: tuple[Any, ...] = ("SET", full, data) if px is None else ("SET", full, data, "PX", px)
+        self._pipe([cmd, ("PUBLISH", self.config.channel, self._message("k", full))])
 
     def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """Store every item (one pipeline; split by node in a cluster). Every value is encoded
@@ -432,17 +437,18 @@ class Cache:
                 self._invalidate_local(full)
 
     def _pipeline_set(self, items: list[tuple[str, bytes, Any]], ttl_s: float | None) -> None:
-        pipe = self.client.pipeline(transaction=False)
         px = self.core.px(ttl_s)
+        cmds: list[tuple[Any, ...]]
         if px is None and not self.cluster:
-            pipe.mset({full: data for full, data, _ in items})
+            cmds = [("MSET", *[x for full, data, _ in items for x in (full, data)])]
+        elif px is None:
+            cmds = [("SET", full, data) for full, data, _ in items]
         else:
-            for full, data, _ in items:
-                pipe.set(full, data, px=px)
+            cmds = [("SET", full, data, "PX", px) for full, data, _ in items]
         if self._listener is not None:
-            for full, _, _ in items:
-                pipe.publish(self.config.channel, self._message("k", full))
-        pipe.execute()
+            channel = self.config.channel
+            cmds += [("PUBLISH", channel, self._message("k", full)) for full, _, _ in items]
+        self._pipe(cmds)
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True when it existed."""
@@ -455,7 +461,7 @@ class Cache:
                 n = self._redis("delete", self._delete_and_publish, [full])
                 self._invalidate_local(full)
             else:
-                n = self._redis("delete", self.client.delete, full)
+                n = self._redis("delete", self._cmd, "DEL", full)
         except _Down:
             self.counters.fallback += 1
             box: list[bool] = []
@@ -470,14 +476,20 @@ class Cache:
         return bool(n)
 
     def _delete_and_publish(self, fulls: list[str]) -> int:
-        pipe = self.client.pipeline(transaction=False)
         two_tier = self._listener is not None
+        cmds: list[tuple[Any, ...]] = []
         for full in fulls:
-            pipe.delete(full)
+            cmds.append(("DEL", full))
             if two_tier:
-                pipe.publish(self.config.channel, self._message("k", full))
-        replies = pipe.execute()
+                cmds.append(("PUBLISH", self.config.channel, self._message("k", full)))
+        replies = self._pipe(cmds)
         return sum(int(r) for r in (replies[::2] if two_tier else replies))
+
+    def _cluster_pipe(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd)
+        return list(pipe.execute())
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Remove ``keys``; returns how many existed."""
