@@ -16,11 +16,13 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from workbench.redis_adapter import RedisAdapter
 from workbench.testing import ServeProcess
 
 TOKEN = "fuzz-api-token-0123"
@@ -46,7 +48,9 @@ def _st() -> str:
     return exe
 
 
-def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
+def test_schemathesis_finds_no_failure(tmp_path: Path, redis_url: str) -> None:
+    # The cache routes write to the shared Redis: under a prefix of this run, deleted after.
+    cache_prefix = f"wbfuzz:{uuid.uuid4().hex[:12]}:"
     env = dict(
         os.environ,
         WORKBENCH_API_TOKEN=TOKEN,
@@ -58,10 +62,14 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         # stops after 2 s, and a request waits at most 2 s for a study another one holds.
         WORKBENCH_OPTIMIZE__ASK_TIME_LIMIT_S="2",
         WORKBENCH_OPTIMIZE__LOCK_WAIT_S="2",
+        WORKBENCH_REDIS_URL=redis_url,
+        WORKBENCH_CACHE__PREFIX=f"{cache_prefix}cache:",
     )
     report = tmp_path / "junit.xml"
     with ServeProcess(workers=2, env=env, log=tmp_path / "serve.log") as server:
-        server.wait_ready(("/api/v1/vision/health", "/api/v1/parameters/health"))
+        server.wait_ready(
+            ("/api/v1/vision/health", "/api/v1/parameters/health", "/api/v1/cache/health")
+        )
         cmd = [
             _st(),
             "run",
@@ -97,7 +105,10 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         ]
         for check in EXCLUDED:
             cmd += ["--exclude-checks", check]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 120)
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 120)
+        finally:
+            RedisAdapter(redis_url, prefix=cache_prefix).delete_prefixed()
     text = out.stdout + out.stderr
     server_log = (tmp_path / "serve.log").read_text(errors="replace")
     assert "Traceback" not in server_log, server_log[-4000:]

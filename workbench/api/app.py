@@ -83,6 +83,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "workbench.api.mcts_bridge",
     "workbench.api.optimize",
     "workbench.api.gpu",
+    "workbench.api.cache",
 )
 
 ROUTES_KEY = web.AppKey("workbench_routes", list)
@@ -222,7 +223,7 @@ def _make_middleware(
                 if forwarded is not None and is_internal(request):
                     request[CLIENT_KEY] = forwarded
                 elif spec is not None and spec.service is not None:
-                    owner = owners[spec.service.name]
+                    owner = owners.get(spec.service.name, worker.index)  # none: per worker
                     if owner != worker.index:
                         # The owner's answer carries its own request id and worker headers.
                         return await forwarder.forward(request, owner, rid, spec.service.name)
@@ -325,7 +326,11 @@ def create_app(
     specs = mounted_services(routers)
     api_config = ApiConfig.from_settings(settings)
     configs = validate_services(specs, settings)
-    owners = assign_owners([s.name for s in specs], worker.count)
+    owners = assign_owners(
+        [s.name for s in specs],
+        worker.count,
+        shared=[s.name for s in specs if s.per_worker],
+    )
     forwarder = Forwarder(worker) if worker.count > 1 else None
     app = web.Application(
         middlewares=[_make_middleware(settings, api_config, worker, owners, forwarder)],
@@ -353,7 +358,7 @@ def create_app(
     unknown = set(given) - set(configs)
     if unknown:
         raise ValueError(f"services {sorted(unknown)} are not mounted; mounted: {sorted(configs)}")
-    owned = [s for s in specs if owners[s.name] == worker.index]
+    owned = [s for s in specs if owners.get(s.name, worker.index) == worker.index]
     for spec in specs:
         app[spec.config_key] = configs[spec.name]
 

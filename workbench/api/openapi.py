@@ -158,7 +158,9 @@ def build_openapi(specs: Sequence[RouteSpec], *, version: str | None = None) -> 
         )
         if spec.service is not None:
             responses["503"] = _error_response(
-                "the worker that owns this subsystem is not answering (shutting down)"
+                "this subsystem's backend is unavailable"
+                if spec.service.per_worker
+                else "the worker that owns this subsystem is not answering (shutting down)"
             )
         if spec.links:
             responses[str(spec.status)]["links"] = spec.links

@@ -57,12 +57,16 @@ class ServiceSpec(Generic[C, S]):
         build: Builds the domain service from its config (and the settings, for shared
             pieces such as the Redis URL). Runs once, at app start-up, in the owner worker.
         close: Releases the service (threads, pools); may be a coroutine function.
+        per_worker: The service keeps its state in a shared store (the cache's contents in
+            Redis), so every worker builds its own and serves its routes: no owner, no
+            forwarding (see :mod:`workbench.api.workers`).
     """
 
     name: str
     config: Callable[[Settings], C]
     build: Callable[[C, Settings], S]
     close: Callable[[S], Awaitable[None] | None] | None = None
+    per_worker: bool = False
     key: web.AppKey[Any] = field(init=False, repr=False)
     config_key: web.AppKey[Any] = field(init=False, repr=False)
 

@@ -21,8 +21,9 @@ once. An owner keeps all of them exact, costs one loopback socket round trip per
 request (``workbench bench service`` measures it), works with the default configuration
 (file and memory stores included, with no Redis or PostgreSQL needed), and leaves the
 stateless routes (``/health``, ``/openapi.json``) to every worker. A subsystem whose state
-lives in a shared store (the cache contents in Redis, later) may instead be served by every
-worker.
+lives in a shared store (the cache contents in Redis) is instead served by every worker: its
+:class:`~workbench.api.services.ServiceSpec` says ``per_worker = True``, and each worker builds
+its own service (the cache's memory tier stays per worker).
 
 What stays per worker, by design: ``/health``'s ``pid`` and uptime. What the owner holds
 for everyone: performance and health estimates (breaker states, latency averages) of the
@@ -115,9 +116,17 @@ class WorkerInfo:
         return self.run_dir / f"worker-{index}.sock"
 
 
-def assign_owners(names: Sequence[str], count: int) -> dict[str, int]:
-    """Owner worker of each service: the i-th (in mount order) goes to worker ``i % count``."""
-    return {name: i % count for i, name in enumerate(dict.fromkeys(names))}
+def assign_owners(
+    names: Sequence[str], count: int, *, shared: Iterable[str] = ()
+) -> dict[str, int]:
+    """Owner worker of each service: the i-th (in mount order) goes to worker ``i % count``.
+
+    Services in ``shared`` keep their state in a shared store (the cache's contents in
+    Redis): they get no owner, every worker builds its own and serves their routes.
+    """
+    everywhere = set(shared)
+    owned = [name for name in dict.fromkeys(names) if name not in everywhere]
+    return {name: i % count for i, name in enumerate(owned)}
 
 
 def is_internal(request: web.Request) -> bool:
