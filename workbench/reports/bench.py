@@ -47,6 +47,7 @@ SUITES: dict[str, str] = {
     "mcts": "workbench.reports.benchmarks.mcts",
     "optimize": "workbench.reports.benchmarks.optimize",
     "gpu": "workbench.reports.benchmarks.gpu",
+    "cache": "workbench.reports.benchmarks.cache",
 }
 
 FORMAT_VERSION = 1
