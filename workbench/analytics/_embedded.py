@@ -71,6 +71,8 @@ class DuckDBBackend:
             raise BackendUnavailable(
                 f"cannot open the DuckDB analytics store {path}: {text}", details={"path": path}
             ) from None
+        # no progress bar: a library must not draw on its caller's terminal
+        self._con.execute("SET enable_progress_bar = false")
         self._lock = threading.Lock()
         self._schema = pa.schema(
             [

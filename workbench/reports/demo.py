@@ -30,6 +30,7 @@ DEMO_PARTS: dict[str, str] = {
     "optimize": "workbench.reports.demos.optimize",
     "gpu": "workbench.reports.demos.gpu",
     "cache": "workbench.reports.demos.cache",
+    "analytics": "workbench.reports.demos.analytics",
 }
 
 
