@@ -64,11 +64,17 @@ def test_schemathesis_finds_no_failure(tmp_path: Path, redis_url: str) -> None:
         WORKBENCH_OPTIMIZE__LOCK_WAIT_S="2",
         WORKBENCH_REDIS_URL=redis_url,
         WORKBENCH_CACHE__PREFIX=f"{cache_prefix}cache:",
+        WORKBENCH_ANALYTICS__STORE=f"duckdb:///{tmp_path / 'analytics.duckdb'}",
     )
     report = tmp_path / "junit.xml"
     with ServeProcess(workers=2, env=env, log=tmp_path / "serve.log") as server:
         server.wait_ready(
-            ("/api/v1/vision/health", "/api/v1/parameters/health", "/api/v1/cache/health")
+            (
+                "/api/v1/vision/health",
+                "/api/v1/parameters/health",
+                "/api/v1/cache/health",
+                "/api/v1/parameter-analytics-rust/health",
+            )
         )
         cmd = [
             _st(),

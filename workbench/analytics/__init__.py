@@ -15,6 +15,7 @@ from workbench.analytics.detectors import (
     cusum_h_for_arl,
     ewma_arl,
 )
+from workbench.analytics.feedback import export_rewards, to_observations
 from workbench.analytics.files import ingest_file
 from workbench.analytics.ingest import BufferedWriter, JsonlDeadLetter
 from workbench.analytics.records import (
@@ -24,6 +25,7 @@ from workbench.analytics.records import (
     parameter_hash,
     validate,
 )
+from workbench.analytics.service import AnalyticsConfig, AnalyticsService
 from workbench.analytics.stats import (
     dashboard,
     effectiveness_frame,
@@ -37,6 +39,8 @@ from workbench.analytics.streams import StreamConsumer, publish
 from workbench.analytics.synthetic import GroundTruth, generate_log, write_log
 
 __all__: list[str] = [
+    "AnalyticsConfig",
+    "AnalyticsService",
     "AnalyticsStore",
     "BernoulliCusum",
     "BufferedWriter",
@@ -56,6 +60,7 @@ __all__: list[str] = [
     "dashboard",
     "effectiveness_frame",
     "ewma_arl",
+    "export_rewards",
     "generate_log",
     "ingest_file",
     "insights",
@@ -63,6 +68,7 @@ __all__: list[str] = [
     "publish",
     "recommend",
     "success_interval",
+    "to_observations",
     "trend",
     "validate",
     "write_log",

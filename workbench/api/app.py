@@ -84,6 +84,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "workbench.api.optimize",
     "workbench.api.gpu",
     "workbench.api.cache",
+    "workbench.api.analytics",
 )
 
 ROUTES_KEY = web.AppKey("workbench_routes", list)
