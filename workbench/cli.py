@@ -21,7 +21,7 @@ from workbench.errors import WorkbenchError
 __all__ = ["SUBSYSTEM_COMMANDS", "build_parser", "main"]
 
 #: Subsystem command groups: each is ``workbench.commands.<name>`` with ``register()``.
-SUBSYSTEM_COMMANDS: tuple[str, ...] = ("mcts", "optimize", "gpu", "cache")
+SUBSYSTEM_COMMANDS: tuple[str, ...] = ("mcts", "optimize", "gpu", "cache", "analytics", "router")
 
 
 def _console() -> Any:
