@@ -48,6 +48,7 @@ SUITES: dict[str, str] = {
     "optimize": "workbench.reports.benchmarks.optimize",
     "gpu": "workbench.reports.benchmarks.gpu",
     "cache": "workbench.reports.benchmarks.cache",
+    "analytics": "workbench.reports.benchmarks.analytics",
 }
 
 FORMAT_VERSION = 1
