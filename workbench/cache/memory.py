@@ -24,6 +24,7 @@ one function for all entries rather than a value per write.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -208,7 +209,7 @@ class MemoryTier:
     def delete_prefix(self, prefix: str) -> int:
         """Drop every key starting with ``prefix``; returns how many."""
         with self._lock:
-            doomed = [k for k in self._data if k.startswith(prefix)]
+            doomed = [k for k in list(self._data) if k.startswith(prefix)]  # a C-level copy
             for k in doomed:
                 self._bytes -= self._data.pop(k)[3]
             return len(doomed)
@@ -221,22 +222,17 @@ class MemoryTier:
                 self.expirations += 1
 
     def _sweep(self, n: int) -> None:
-        """Drop expired entries among the ``n`` least recently used (lock held)."""
+        """Drop expired entries among the ``n`` least recently used (lock held).
+
+        Readers reorder the dict without the lock (``move_to_end``), so the keys are taken
+        with one C-level call (``list(islice(...))``, atomic under the GIL), never by a Python
+        loop over the live dict, which another thread's reorder would break."""
         if not self._data:
             return
         now = self._clock()
-        for key in list(self._data.keys())[:n] if len(self._data) <= n else _first(self._data, n):
-            entry = self._data[key]
-            if entry[1] != _INF and entry[1] <= now:
+        for key in list(itertools.islice(self._data, n)):
+            entry = self._data.get(key)
+            if entry is not None and entry[1] != _INF and entry[1] <= now:
                 del self._data[key]
                 self._bytes -= entry[3]
                 self.expirations += 1
-
-
-def _first(data: OrderedDict[str, Any], n: int) -> list[str]:
-    out = []
-    for key in data:
-        out.append(key)
-        if len(out) == n:
-            break
-    return out
