@@ -274,6 +274,11 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
         reasoning.append(f"Bayesian optimisation over {n} executions of {body.task_type}")
     if s.info.get("truncated"):
         reasoning.append("time limit reached: the best candidate found so far")
+    if s.info.get("best_truncated"):
+        reasoning.append(
+            "time limit reached before the model's recommendation: expected "
+            "quality is the best observed score"
+        )
 
     def clip(v: float, rng: tuple[float, float]) -> float:
         return float(min(max(v, rng[0]), rng[1]))
@@ -293,6 +298,7 @@ async def suggest_parameters(req: ApiRequest) -> dict[str, Any]:
         "confidence": round(min(0.95, n / 100), 4),
         "reasoning": reasoning,
         "expected_quality": s.expected_score,
+        "expected_quality_basis": s.expected_basis,
         "expected_latency_ms": None,
     }
 

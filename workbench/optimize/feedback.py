@@ -54,6 +54,18 @@ Concurrency: the learner's registry of task types (creation, expiry, deletion) i
 a lock, so calls for different task types may run in parallel threads; calls for the same
 task type must be serialised by the caller (the service holds one lock per task type).
 
+Shared stores (Redis, PostgreSQL: :func:`~workbench.optimize.shared.is_shared`): several
+learners, in several processes, may learn the same task types. There a feedback batch and a
+suggestion are each one atomic read-modify-write of the stored study
+(:func:`~workbench.optimize.shared.update_study`): the change is applied to the stored state
+and committed only if nobody wrote in between, else redone on the new state, and the learner
+keeps the committed study. A plain save would overwrite what another process told since this
+one last read the study, losing its feedback and pending suggestions; a new task type's study
+is created with one atomic insert, and a learner that loses that race applies its change to
+the winner's study. So a suggestion is pending for every learner (and survives a restart:
+the next suggestion accounts for it), and a suggestion redone after a conflict may overrun
+its time limit by a tenth of it per conflict, as :func:`~workbench.optimize.shared.ask` does.
+
 :func:`convergence_report` summarises a single-objective study: the expected improvement
 left (the maximum of analytic EI over a candidate pool), the posterior of the best observed
 point, and a stopping recommendation.
@@ -61,6 +73,7 @@ point, and a stopping recommendation.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -366,21 +379,63 @@ class FeedbackLearner:
             for task in due[:needed]:
                 log.info("task type %r expired to make room (idle, few observations)", task)
                 self._drop(task)
-        strategy: Any = self.strategy
         for task in sorted(new):
-            if strategy == "default":
-                from workbench.optimize.strategies import QLogNEI
-
-                strategy = QLogNEI(n_init=5)
-            self.optimizers[task] = Optimizer(
-                llm_space(task),
-                {"score": "maximize"},
-                strategy=strategy,
-                seed=self.seed,
-                name=f"{STUDY_PREFIX}{task}",
-                clock=self.clock,
-            )
+            self.optimizers[task] = self._new_optimizer(task)
             self._last_seen[task] = now
+
+    def _strategy(self) -> Any:
+        if self.strategy == "default":
+            from workbench.optimize.strategies import QLogNEI
+
+            return QLogNEI(n_init=5)
+        return self.strategy
+
+    def _new_optimizer(self, task: str) -> Optimizer:
+        return Optimizer(
+            llm_space(task),
+            {"score": "maximize"},
+            strategy=self._strategy(),
+            seed=self.seed,
+            name=f"{STUDY_PREFIX}{task}",
+            clock=self.clock,
+        )
+
+    @property
+    def shared(self) -> bool:
+        """Whether the store is shared with other processes (see the module docstring)."""
+        from workbench.optimize.shared import is_shared
+
+        return self.store is not None and is_shared(self.store)
+
+    def _update(self, task: str, change: Callable[[Optimizer], Any], operation: str) -> Any:
+        """Apply ``change`` to the stored study of ``task`` atomically (a shared store), keep
+        the committed study and return what ``change`` returned. ``change`` may run several
+        times, each on a fresh copy of the stored state."""
+        from workbench.errors import ConflictError
+        from workbench.optimize.shared import update_study
+
+        name = f"{STUDY_PREFIX}{task}"
+
+        def on(study: Optimizer) -> Any:
+            study.clock = self.clock
+            study.strategy = self._strategy()
+            return change(study)
+
+        try:
+            committed = update_study(self.store, name, on, operation=operation)
+            study, value = committed.study, committed.value
+        except NotFoundError:  # a new task type: create its study in one atomic insert
+            study = self._new_optimizer(task)
+            value = on(study)
+            try:
+                self.store.create(study)
+            except ConflictError:  # another learner created it first: change theirs
+                committed = update_study(self.store, name, on, operation=operation)
+                study, value = committed.study, committed.value
+        with self._registry:
+            if task in self.optimizers:  # unless it was forgotten meanwhile
+                self.optimizers[task] = study
+        return value
 
     def _drop(self, task_type: str) -> None:
         self.optimizers.pop(task_type, None)
@@ -503,9 +558,22 @@ class FeedbackLearner:
             for task, _, _ in prepared:
                 opts[task] = self.optimizers[task]
                 self._last_seen[task] = now
-        counts: dict[str, int] = {}
+        by_task: dict[str, list[tuple[dict[str, Any], float | None]]] = {}
         for task, params, value in prepared:
-            opt = opts[task]
+            by_task.setdefault(task, []).append((params, value))
+        for task, items in by_task.items():
+            if self.shared:
+                self._update(task, functools.partial(self._tell, items=items), "feedback")
+            else:
+                self._tell(opts[task], items)
+                if self.store is not None:
+                    self.store.save(opts[task])
+        return {task: len(items) for task, items in by_task.items()}
+
+    def _tell(self, opt: Optimizer, items: Iterable[tuple[dict[str, Any], float | None]]) -> None:
+        """Tell each ``(params, score or None for a failure)`` to ``opt``, completing the
+        pending suggestion it matches, if any."""
+        for params, value in items:
             target: Any = self._pending_match(opt, params)
             if target is None:
                 target = params
@@ -513,11 +581,6 @@ class FeedbackLearner:
                 opt.tell(target, {"score": value})
             else:
                 opt.tell(target, failed=True)
-            counts[task] = counts.get(task, 0) + 1
-        if self.store is not None:
-            for task in counts:
-                self.store.save(opts[task])
-        return counts
 
     @staticmethod
     def _pending_match(opt: Optimizer, params: Mapping[str, Any]) -> int | None:
@@ -535,18 +598,35 @@ class FeedbackLearner:
                 return trial.id
         return None
 
-    def suggest(self, task_type: str) -> dict[str, Any]:
+    def suggest(self, task_type: str, *, time_limit_s: float | None = None) -> dict[str, Any]:
         """Parameters to use next for a task: its profile until it has an observation, then
         the optimizer's suggestion, kept pending until its feedback arrives or it expires
         (see the module docstring). A task type without feedback gets its profile and takes
-        no slot."""
+        no slot.
+
+        Args:
+            task_type: The task type.
+            time_limit_s: Wall-time bound of the suggestion (default ``ask_time_limit_s``).
+                On a shared store a suggestion redone after a conflict gets what is left of
+                it, but at least a tenth of it.
+        """
         self.check_task_type(task_type)
+        limit = self.ask_time_limit_s if time_limit_s is None else time_limit_s
         opt = self.get(task_type)
         if opt is None or not opt.completed:
             return profile_params(task_type)
-        opt.drop_pending(older_than_s=self.pending_ttl_s, keep=self.max_pending - 1)
-        trial = opt.ask(time_limit_s=self.ask_time_limit_s)
-        return dict(trial.params)
+        deadline = None if limit is None else time.perf_counter() + limit
+
+        def ask(o: Optimizer) -> dict[str, Any]:
+            o.drop_pending(older_than_s=self.pending_ttl_s, keep=self.max_pending - 1)
+            left = None
+            if deadline is not None and limit is not None:
+                left = max(deadline - time.perf_counter(), 0.1 * limit)
+            return dict(o.ask(time_limit_s=left).params)
+
+        if self.shared:
+            return dict(self._update(task_type, ask, "suggest"))
+        return ask(opt)
 
     def best(self, task_type: str) -> dict[str, Any]:
         """The recommended parameters of a task: the observed configuration with the best

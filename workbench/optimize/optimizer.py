@@ -165,6 +165,8 @@ class Best:
             chosen without a model).
         basis: ``"posterior_mean"`` (chosen by the model) or ``"observed"`` (by the observed
             value: :meth:`Optimizer.best_observed`, or too few trials for a model).
+        truncated: The time bound of :meth:`Optimizer.best` stopped the model fit, so this is
+            the best observed trial instead of the model's choice.
     """
 
     params: dict[str, Any]
@@ -173,6 +175,7 @@ class Best:
     outcomes: dict[str, float]
     posterior_mean: float | None = None
     basis: str = "observed"
+    truncated: bool = False
 
     def __iter__(self) -> Iterator[Any]:
         yield self.params
@@ -186,6 +189,7 @@ class Best:
             "outcomes": self.outcomes,
             "posterior_mean": self.posterior_mean,
             "basis": self.basis,
+            "truncated": self.truncated,
         }
 
 
@@ -732,7 +736,7 @@ class Optimizer:
             return self._scalar(t)
         return self._sign(next(iter(self.objectives))) * self._scalar(t)
 
-    def best(self) -> Best:
+    def best(self, *, time_limit_s: float | None = None) -> Best:
         """The recommended configuration: the feasible completed trial with the best GP
         posterior mean of the objective (the first objective, or the weighted sum).
 
@@ -742,6 +746,12 @@ class Optimizer:
         be fitted, it is :meth:`best_observed` (``basis == "observed"``). The GP is the one
         the strategy fits (same kernel and settings, warm-started from the study's state,
         which it does not change), and the answer is cached until the study changes.
+
+        Args:
+            time_limit_s: Wall-time bound of the model fit (seconds; ``None``: unbounded,
+                ``<= 0``: no time at all). When the bound stops the fit the answer is
+                :meth:`best_observed` with ``truncated=True`` (not cached: a later call with
+                more time gets the model's choice).
 
         Raises:
             NotFoundError: no feasible trial was completed yet.
@@ -753,8 +763,12 @@ class Optimizer:
         if self._best_cache is not None and self._best_cache[0] == key:
             return self._best_cache[1]
         answer = self.best_observed()
+        truncated = False
         if len(feasible) >= MIN_FOR_MODEL_BEST:
-            means = self._posterior_objective(feasible)
+            if time_limit_s is not None and time_limit_s <= 0:
+                means, truncated = None, True
+            else:
+                means, truncated = self._posterior_objective(feasible, time_limit_s)
             if means is not None:
                 i = int(np.argmax(means))
                 top = feasible[i]
@@ -768,26 +782,35 @@ class Optimizer:
                     posterior_mean=float(sign * means[i]),
                     basis="posterior_mean",
                 )
+        if truncated:
+            return replace(answer, truncated=True)
         self._best_cache = (key, answer)
         return answer
 
-    def _posterior_objective(self, trials: Sequence[Trial]) -> np.ndarray | None:
+    def _posterior_objective(
+        self, trials: Sequence[Trial], timeout_s: float | None = None
+    ) -> tuple[np.ndarray | None, bool]:
         """GP posterior mean of the (larger-is-better) objective at ``trials``, or ``None``
-        when no model can be fitted (torch missing, numbers it cannot model)."""
+        when no model can be fitted (torch missing, numbers it cannot model) or ``timeout_s``
+        stopped the fit; and whether it did."""
         try:
             from workbench.optimize.models import FitConfig, fit_gp, resolve_kernel
             from workbench.optimize.strategies import _NUMERICAL_ERRORS
         except ImportError:  # pragma: no cover - torch is an optional dependency
-            return None
+            return None, False
         inp = self._strategy_input()
         if len(inp.x) < 2 or not np.all(np.abs(inp.y) <= MAX_ABS_OUTCOME):
-            return None
+            return None, False
         config = getattr(self.strategy, "fit", None)
         config = config if isinstance(config, FitConfig) else FitConfig()
         config = resolve_kernel(config, self.space.is_mixed)
         torch = configure_torch(getattr(self.strategy, "num_threads", 1))
         try:
-            model, _state, _info = fit_gp(inp.x, inp.y, self.model_state, config, yvar=inp.yvar)
+            model, _state, info = fit_gp(
+                inp.x, inp.y, self.model_state, config, timeout_s=timeout_s, yvar=inp.yvar
+            )
+            if info.truncated:
+                return None, True
             with torch.no_grad():
                 tx = torch.as_tensor(self.space.encode_many([t.params for t in trials]))
                 mean = model.posterior(tx).mean.detach().numpy().reshape(len(trials), -1)
@@ -795,14 +818,14 @@ class Optimizer:
             log.warning(
                 "study %r: no model for best(): %r; using the best observed", self.name, exc
             )
-            return None
+            return None, False
         k = len(self.objectives)
         if self.weights is not None:
             w = np.array([self.weights[n] for n in self.objectives])
             out: np.ndarray = mean[:, :k] @ w
         else:
             out = mean[:, 0]
-        return out if np.all(np.isfinite(out)) else None
+        return (out if np.all(np.isfinite(out)) else None), False
 
     def pareto_front(self) -> list[Trial]:
         """Feasible completed trials that no other one dominates (over the objectives)."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -64,6 +65,9 @@ _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MAX_BATCH = 64
 #: The largest ``max_dimensions`` may be set to.
 MAX_DIMENSIONS = 1024
+#: Share of ``ask_time_limit_s`` a ``/api/v1/parameters`` suggestion gets; the rest bounds
+#: the model fit of the recommendation whose score the response reports.
+SUGGEST_SHARE = 0.7
 
 # knob -> (smallest, largest) allowed value
 _RANGES: dict[str, tuple[float, float]] = {
@@ -156,15 +160,20 @@ class ParameterSuggestion:
     Attributes:
         params: The suggested parameters (the task's profile before any feedback).
         observations: Completed observations of the task type.
-        expected_score: Best observed score of the task type (``None`` before any).
+        expected_score: Observed score of the recommended configuration
+            (:meth:`Optimizer.best`; ``None`` before any observation).
         info: The suggestion's diagnostics (``phase``, ``truncated``, ``reason`` of a
-            fallback); empty for a profile.
+            fallback, ``best_truncated`` when the time bound left no time for the model's
+            recommendation, whose score is then the best observed one); empty for a profile.
+        expected_basis: How the recommendation was chosen: ``"posterior_mean"`` or
+            ``"observed"`` (:attr:`~workbench.optimize.optimizer.Best.basis`).
     """
 
     params: dict[str, Any]
     observations: int
     expected_score: float | None
     info: dict[str, Any] = field(default_factory=dict)
+    expected_basis: str | None = None
 
 
 def make_store(config: OptimizeConfig, settings: Settings) -> Any:
@@ -461,17 +470,26 @@ class OptimizeService:
 
     # ----- the feedback learner ----------------------------------------------------------------
     async def suggest_parameters(self, task_type: str) -> ParameterSuggestion:
-        """The learner's suggestion for a task type (see :meth:`FeedbackLearner.suggest`)."""
+        """The learner's suggestion for a task type (see :meth:`FeedbackLearner.suggest`) and
+        the score of its recommended configuration, together within ``ask_time_limit_s``:
+        the suggestion gets :data:`SUGGEST_SHARE` of it, the recommendation's model fit what
+        is left (past that, the best observed score, marked ``best_truncated``)."""
         self.learner.check_task_type(task_type)
+        limit = self.config.ask_time_limit_s
 
         def run() -> ParameterSuggestion:
-            params = self.learner.suggest(task_type)
+            start = time.perf_counter()
+            params = self.learner.suggest(task_type, time_limit_s=SUGGEST_SHARE * limit)
             opt = self.learner.get(task_type)
             done = opt.completed if opt is not None else []
             if opt is None or not done:
                 return ParameterSuggestion(params, 0, None)
-            expected = opt.best().outcomes.get("score")
-            return ParameterSuggestion(params, len(done), expected, dict(opt.last_info))
+            info = dict(opt.last_info)
+            best = opt.best(time_limit_s=limit - (time.perf_counter() - start))
+            if best.truncated:
+                info["best_truncated"] = True
+            expected = best.outcomes.get("score")
+            return ParameterSuggestion(params, len(done), expected, info, best.basis)
 
         async with self.locked([STUDY_PREFIX + task_type]):
             return await asyncio.to_thread(run)
