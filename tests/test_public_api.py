@@ -73,6 +73,7 @@ PUBLIC = {
         "MemoryTier",
         "RefreshAhead",
         "WarmReport",
+        "ainvalidate_tags",
         "cached",
         "invalidate_prefix",
         "invalidate_tags",

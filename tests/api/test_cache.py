@@ -286,3 +286,32 @@ def test_route_names_are_reserved_keys_reachable_through_batch(redis_url: str, p
         assert status == 404 and "stats/x" in body["error"]["message"]
 
     run_with_client(app_for(settings(redis_url, prefix)), scenario)
+
+
+def test_invalidate_by_tag_removes_what_cached_stored_under_it(redis_url: str, prefix: str) -> None:
+    from workbench.api.cache import SERVICE
+    from workbench.cache import cached
+
+    async def scenario(client: TestClient) -> None:
+        ns = SERVICE.of(client).namespace("s")  # the worker's cache of service "s"
+
+        @cached(ns, ttl=60, tags=lambda user: (f"user:{user}",))
+        async def profile(user: str) -> dict[str, str]:
+            return {"user": user}
+
+        await profile("ann")
+        await profile("bob")
+        assert len(await ns.keys()) >= 2
+        status, body = await call(
+            client, "POST", "/invalidate", {"tags": ["user:ann"], "service": "s"}, A
+        )
+        assert status == 200 and body["data"]["deleted"] == 1, body
+        assert body["data"]["tags"] == ["user:ann"] and body["data"]["complete"]
+        status, body = await call(
+            client, "POST", "/invalidate", {"tags": ["user:bob"], "service": "s"}, A
+        )
+        assert status == 200 and body["data"]["deleted"] == 1
+        status, body = await call(client, "POST", "/invalidate", {"tags": [], "service": "s"}, A)
+        assert status == 400
+
+    run_with_client(app_for(settings(redis_url, prefix)), scenario)

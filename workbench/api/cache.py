@@ -73,6 +73,7 @@ SERVICE: ServiceSpec[CacheServiceConfig, CacheService] = ServiceSpec(
 router = ApiRouter("/api/v1/cache", tag="cache", service=SERVICE)
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ServiceName = Annotated[str, StringConstraints(pattern=SERVICE_PATTERN)]
 Ttl = Annotated[float, Field(gt=0, le=MAX_TTL_S)]
 
@@ -131,6 +132,7 @@ _PATTERN_OR_PREFIX: dict[str, Any] = {
     "anyOf": [
         {"required": ["pattern"], "properties": {"pattern": {"not": {"type": "null"}}}},
         {"required": ["prefix"], "properties": {"prefix": {"not": {"type": "null"}}}},
+        {"required": ["tags"], "properties": {"tags": {"type": "array", "minItems": 1}}},
     ]
 }
 
@@ -146,14 +148,18 @@ class InvalidateBody(WireModel):
     prefix: Key | None = Field(
         default=None, description="Also remove every key that starts with this (SCAN)."
     )
+    tags: Annotated[list[Tag], Field(max_length=MAX_BATCH_KEYS)] | None = Field(
+        default=None,
+        description="Also remove every key cached under one of these tags (our extension).",
+    )
     service: ServiceName | None = Field(
         default=None, description=f"The namespace; default: the {SERVICE_HEADER} header."
     )
 
     @model_validator(mode="after")
     def _something(self) -> InvalidateBody:
-        if self.pattern is None and self.prefix is None:
-            raise ValueError("give pattern (a key or a list of keys) or prefix")
+        if self.pattern is None and self.prefix is None and not self.tags:
+            raise ValueError("give pattern (a key or a list of keys), prefix or tags")
         return self
 
 
@@ -226,7 +232,7 @@ async def batch(req: ApiRequest) -> Any:
     "/invalidate",
     body=InvalidateBody,
     admin=True,
-    summary="Remove keys: exact (pattern) or by prefix",
+    summary="Remove keys: exact (pattern), by prefix or by tag",
     description="``complete`` is false when Redis was out and a prefix was given: the prefix "
     "then reached only the keys this worker holds (exact keys are still removed from Redis "
     "on recovery). " + _SERVICE_DOC,
@@ -236,7 +242,9 @@ async def invalidate(req: ApiRequest) -> Any:
     body: InvalidateBody = req.body
     service, field = _namespace(req, body.service)
     keys = [body.pattern] if isinstance(body.pattern, str) else list(body.pattern or [])
-    done = await _service(req).invalidate(service, keys=keys, prefix=body.prefix, field=field)
+    done = await _service(req).invalidate(
+        service, keys=keys, prefix=body.prefix, tags=body.tags or (), field=field
+    )
     return Reply(done.to_dict(), meta={"message": f"{done.deleted} keys invalidated"})
 
 

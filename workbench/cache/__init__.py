@@ -7,7 +7,7 @@ from workbench.cache.aio import AsyncCache
 from workbench.cache.base import CacheConfig
 from workbench.cache.cache import Cache
 from workbench.cache.memory import MemoryTier
-from workbench.cache.patterns import cached, invalidate_prefix, invalidate_tags
+from workbench.cache.patterns import ainvalidate_tags, cached, invalidate_prefix, invalidate_tags
 from workbench.cache.warming import RefreshAhead, WarmReport, warm
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "MemoryTier",
     "RefreshAhead",
     "WarmReport",
+    "ainvalidate_tags",
     "cached",
     "invalidate_prefix",
     "invalidate_tags",

@@ -1175,6 +1175,21 @@ def invalidate_tags(cache: Any, *tags: str) -> int:
     return int(cache.delete_many(keys))
 
 
+async def ainvalidate_tags(cache: Any, *tags: str) -> int:
+    """:func:`invalidate_tags` for an :class:`~workbench.cache.AsyncCache`."""
+    names = _tag_names(tags)
+    members: set[str] = set()
+    for tag in names:
+        members.update(await cache.hgetall(TAG_PREFIX + tag))
+    if not members:
+        return 0
+    keys = sorted(members)
+    locks = [LOCK_PREFIX + k for k in keys]
+    _local_locks(cache).discard(cache.core.key(lk) for lk in locks)
+    await cache.delete_many(locks)
+    return int(await cache.delete_many(keys))
+
+
 def invalidate_prefix(cache: Any, prefix: str) -> int:
     """Delete every key of ``cache`` starting with ``prefix`` (SCAN) and the locks of those
     keys; returns how many keys existed. ``prefix`` may not be empty (use ``cache.clear()``).

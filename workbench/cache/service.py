@@ -45,6 +45,7 @@ from typing import Any
 from workbench.cache.aio import AsyncCache
 from workbench.cache.base import CacheConfig
 from workbench.cache.memory import ENTRY_OVERHEAD
+from workbench.cache.patterns import ainvalidate_tags
 from workbench.config import Settings, from_section
 from workbench.errors import (
     BackendUnavailable,
@@ -228,6 +229,7 @@ class Invalidation:
         complete: False when Redis was out: a prefix then reaches only the keys this process
             holds in memory (the exact keys are still deleted in Redis on recovery).
         mode: The namespace's mode when it ran (``redis``, ``two-tier``, ``fallback``...).
+        tags: The tags asked for.
     """
 
     service: str
@@ -236,12 +238,14 @@ class Invalidation:
     deleted: int
     complete: bool
     mode: str
+    tags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "service": self.service,
             "keys": list(self.keys),
             "prefix": self.prefix,
+            "tags": list(self.tags),
             "deleted": self.deleted,
             "complete": self.complete,
             "mode": self.mode,
@@ -429,29 +433,43 @@ class CacheService:
         *,
         keys: Iterable[str] = (),
         prefix: str | None = None,
+        tags: Iterable[str] = (),
         field: str = SERVICE_HEADER,
     ) -> Invalidation:
-        """Remove exact ``keys`` and every key starting with ``prefix``.
+        """Remove exact ``keys``, every key starting with ``prefix``, and every key stored
+        under one of ``tags`` (by :func:`~workbench.cache.cached` with ``tags=``).
 
         Raises:
-            InputError: neither keys nor a prefix, or a bad one.
+            InputError: no keys, prefix or tags, or a bad one.
         """
         cache = self.namespace(service, field=field)
         exact = self._keys(keys, "pattern", self.config.max_batch_keys, "max_batch_keys")
         if prefix is not None:
             self._key(prefix, "prefix")
-        if not exact and prefix is None:
+        tag_list = tuple(dict.fromkeys(tags))
+        if len(tag_list) > self.config.max_batch_keys:
             raise InputError(
-                "pattern: give the key to invalidate (pattern) or a key prefix (prefix)",
+                f"tags: {len(tag_list)} tags, more than [cache] max_batch_keys",
+                details={"field": "tags"},
+            )
+        if not exact and prefix is None and not tag_list:
+            raise InputError(
+                "pattern: give the key to invalidate (pattern), a key prefix (prefix) or tags",
                 details={"field": "pattern"},
             )
         was_out = cache.in_fallback()
         deleted = await cache.delete_many(exact) if exact else 0
         if prefix is not None:
             deleted += await cache.delete_prefix(prefix)
-        # exact keys are journaled while Redis is out; a prefix reaches only local keys then
-        complete = prefix is None or not (was_out or cache.in_fallback())
-        return Invalidation(service, tuple(exact), prefix, deleted, complete, cache.current_mode())
+        if tag_list:
+            deleted += await ainvalidate_tags(cache, *tag_list)
+        # exact keys are journaled while Redis is out; a prefix or a tag index reaches only
+        # what this process holds in memory then
+        partial = prefix is not None or bool(tag_list)
+        complete = not partial or not (was_out or cache.in_fallback())
+        return Invalidation(
+            service, tuple(exact), prefix, deleted, complete, cache.current_mode(), tag_list
+        )
 
     async def warm(
         self,
