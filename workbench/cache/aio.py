@@ -33,8 +33,6 @@ __all__ = ["AsyncCache"]
 
 logger = logging.getLogger(__name__)
 
-DEGRADED_LATENCY_MS = 100.0
-
 
 class _Down(Exception):
     """Redis is out for this call: serve it from the memory tier."""
@@ -511,46 +509,21 @@ class AsyncCache:
         return self.core.memory.bytes_used
 
     async def health(self) -> dict[str, Any]:
-        latency_ms = 0.0
-        reasons: list[str] = []
+        latency_ms: float | None = None
         if self.adapter is not None:
+            latency_ms = 0.0
             start = time.perf_counter()
             try:
                 await self._redis("ping", self.client.ping)
                 latency_ms = (time.perf_counter() - start) * 1000
             except (_Down, BackendUnavailable):
                 pass
-            if not self.fallback.up:
-                reasons.append("Redis is out; serving from the memory tier")
-            elif latency_ms > DEGRADED_LATENCY_MS:
-                reasons.append(f"Redis round trip {latency_ms:.1f} ms > {DEGRADED_LATENCY_MS} ms")
-        return {
-            "healthy": not reasons,
-            "latency_ms": round(latency_ms, 3),
-            "mode": self.current_mode(),
-            "degraded": bool(reasons),
-            "reasons": reasons,
-        }
+        up = self.adapter is None or self.fallback.up
+        return self.core.health_report(latency_ms, up, self.current_mode())
 
     def stats(self) -> dict[str, Any]:
-        mem = self.core.memory
-        out: dict[str, Any] = {
-            "namespace": self.namespace,
-            "mode": self.current_mode(),
-            **self.counters.to_dict(),
-            "hit_rate": self.counters.hits / max(1, self.counters.hits + self.counters.misses),
-            "memory": {
-                "items": len(mem),
-                "bytes": mem.bytes_used,
-                "max_bytes": mem.max_bytes,
-                "evictions": mem.evictions,
-                "expirations": mem.expirations,
-            },
-            "journal": {"keys": len(self.core.journal), "overflowed": self.core.journal.overflowed},
-        }
-        if self.adapter is not None:
-            out["breaker"] = self.breaker.snapshot()
-        return out
+        breaker = None if self.adapter is None else self.breaker
+        return self.core.stats_report(self.counters, self.current_mode(), breaker)
 
     async def aclose(self) -> None:
         """Stop the invalidation listener and close this loop's client."""
@@ -602,18 +575,8 @@ class AsyncCache:
                         await pubsub.aclose()
 
     def _handle(self, data: Any) -> None:
-        text = data.decode() if isinstance(data, bytes) else str(data)
-        sender, _, rest = text.partition("|")
-        kind, _, key = rest.partition("|")
-        if sender == self._id:
-            return
-        self._inval_gen += 1
-        if kind == "k":
-            self.core.memory.delete(key)
-        elif kind == "p":
-            self.core.memory.delete_prefix(key)
-        else:
-            self.core.memory.clear()
+        if self.core.apply_invalidation(self._id, data):
+            self._inval_gen += 1
 
 
 async def _reset_async(client: Any) -> None:

@@ -55,6 +55,8 @@ __all__ = ["CacheConfig", "CacheCore", "Fallback", "OutageJournal"]
 logger = logging.getLogger(__name__)
 
 _MSGPACK = get_serializer("msgpack")
+#: The platform's degraded threshold for a Redis round trip, milliseconds.
+DEGRADED_LATENCY_MS = 100.0
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _INT = re.compile(rb"^-?[0-9]{1,20}$")
 _GLOB_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
@@ -484,6 +486,65 @@ class CacheCore:
             update(h)
             data = _MSGPACK.header + _MSGPACK.dumps(h)
             self.memory.set(full, data, self.memory.ttl(full))
+
+    # -- reports and invalidation messages shared by both shells ------------------------------
+
+    def stats_report(self, counters: Any, mode: str, breaker: Any | None) -> dict[str, Any]:
+        """What ``stats()`` returns: counters, the memory tier's size, the journal and the
+        breaker's window (``breaker`` is ``None`` for the memory backend)."""
+        mem = self.memory
+        out: dict[str, Any] = {
+            "namespace": self.config.namespace,
+            "mode": mode,
+            **counters.to_dict(),
+            "hit_rate": counters.hits / max(1, counters.hits + counters.misses),
+            "memory": {
+                "items": len(mem),
+                "bytes": mem.bytes_used,
+                "max_bytes": mem.max_bytes,
+                "evictions": mem.evictions,
+                "expirations": mem.expirations,
+            },
+            "journal": {"keys": len(self.journal), "overflowed": self.journal.overflowed},
+        }
+        if breaker is not None:
+            out["breaker"] = breaker.snapshot()
+        return out
+
+    @staticmethod
+    def health_report(latency_ms: float | None, up: bool, mode: str) -> dict[str, Any]:
+        """What ``health()`` returns, with the platform's degraded thresholds: a Redis round
+        trip over :data:`DEGRADED_LATENCY_MS`, or the fallback active (``latency_ms`` is
+        ``None`` for the memory backend)."""
+        reasons: list[str] = []
+        if latency_ms is not None:
+            if not up:
+                reasons.append("Redis is out; serving from the memory tier")
+            elif latency_ms > DEGRADED_LATENCY_MS:
+                reasons.append(f"Redis round trip {latency_ms:.1f} ms > {DEGRADED_LATENCY_MS} ms")
+        return {
+            "healthy": not reasons,
+            "latency_ms": round(latency_ms or 0.0, 3),
+            "mode": mode,
+            "degraded": bool(reasons),
+            "reasons": reasons,
+        }
+
+    def apply_invalidation(self, own_id: str, data: Any) -> bool:
+        """Apply an invalidation message (``<sender>|<kind>|<key>``: ``k`` one key, ``p`` a
+        prefix, anything else everything) to the memory tier; False for this cache's own."""
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        sender, _, rest = text.partition("|")
+        kind, _, key = rest.partition("|")
+        if sender == own_id:
+            return False
+        if kind == "k":
+            self.memory.delete(key)
+        elif kind == "p":
+            self.memory.delete_prefix(key)
+        else:
+            self.memory.clear()
+        return True
 
     @staticmethod
     def check_amount(amount: int) -> int:
