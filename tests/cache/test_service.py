@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -219,3 +220,32 @@ def test_the_memory_backend_needs_no_redis() -> None:
 
     out = run(CacheServiceConfig(url="memory://"), "redis://unused:1/0", "", scenario)
     assert out["backend"] == "memory" and out["namespaces"] == {"default": 0, "s": 1}
+
+
+def test_a_warm_file_is_loaded_at_start(redis_url: str, tmp_path: Path) -> None:
+    import json as _json
+
+    from workbench.api.cache import SERVICE
+
+    prefix = f"wbtest:{uuid.uuid4().hex[:12]}:"
+    manifest = tmp_path / "warm.jsonl"
+    manifest.write_text(
+        "\n".join(_json.dumps({"key": f"k{i}", "value": {"n": i}}) for i in range(5)) + "\n"
+    )
+    settings = Settings(
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        sections={"cache": {"warm_file": str(manifest), "warm_service": "pre"}},
+    )
+    try:
+        service = SERVICE.build(SERVICE.config(settings), settings)
+        raw = RedisAdapter(redis_url, prefix=prefix)
+        assert sorted(raw.scan("cache:pre:*")) == sorted(
+            f"{prefix}cache:pre:k{i}" for i in range(5)
+        )
+        asyncio.run(service.aclose())
+    finally:
+        RedisAdapter(redis_url, prefix=prefix).delete_prefixed()
+    bad = Settings(redis_url=redis_url, sections={"cache": {"warm_file": str(tmp_path / "no")}})
+    with pytest.raises(ConfigError, match="warm_file"):
+        SERVICE.build(SERVICE.config(bad), bad)

@@ -58,7 +58,9 @@ __all__ = ["RESERVED", "SERVICE", "router"]
 
 
 def _build(config: CacheServiceConfig, settings: Settings) -> CacheService:
-    return CacheService.from_settings(config, settings)
+    service = CacheService.from_settings(config, settings)
+    service.warm_at_start()  # [cache] warm_file, before the first request
+    return service
 
 
 #: The cache coordinator: built at start-up in every worker, closed with the app.

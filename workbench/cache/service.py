@@ -40,12 +40,15 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from workbench.cache.aio import AsyncCache
 from workbench.cache.base import CacheConfig
+from workbench.cache.cache import Cache
 from workbench.cache.memory import ENTRY_OVERHEAD
 from workbench.cache.patterns import ainvalidate_tags
+from workbench.cache.warming import WarmReport, warm
 from workbench.config import Settings, from_section
 from workbench.errors import (
     BackendUnavailable,
@@ -112,6 +115,10 @@ class CacheServiceConfig:
         outage_writes: ``replay`` or ``drop`` writes made during an outage on recovery.
         timeout_s: Redis connect and command timeout, seconds.
         open_s: How long Redis is left alone after it failed, before a recovery attempt.
+        warm_file: A JSON or JSON Lines manifest (see :func:`workbench.cache.warm`) loaded
+            into ``warm_service`` when the service starts; empty: none. Each worker loads it
+            (the writes are idempotent).
+        warm_service: The namespace ``warm_file`` is loaded into.
     """
 
     url: str = ""
@@ -132,6 +139,8 @@ class CacheServiceConfig:
     outage_writes: str = "replay"
     timeout_s: float = 0.5
     open_s: float = 1.0
+    warm_file: str = ""
+    warm_service: str = "default"
 
     def __post_init__(self) -> None:
         def bad(key: str, fix: str) -> ConfigError:
@@ -148,6 +157,12 @@ class CacheServiceConfig:
             raise bad("serializer", "'json' or 'msgpack' (values come from the network)")
         if self.outage_writes not in ("replay", "drop"):
             raise bad("outage_writes", "'replay' or 'drop'")
+        if not isinstance(self.warm_file, str):
+            raise bad("warm_file", "a path to a JSON or JSON Lines manifest, or empty")
+        if not isinstance(self.warm_service, str) or not re.fullmatch(
+            SERVICE_PATTERN, self.warm_service
+        ):
+            raise bad("warm_service", f"a service name matching {SERVICE_PATTERN}")
         ranges: list[tuple[str, float, float]] = [
             ("default_ttl_s", 0.0, MAX_TTL_S),
             ("max_ttl_s", 1.0, MAX_TTL_S),
@@ -302,6 +317,39 @@ class CacheService:
     ) -> CacheService:
         """The service for ``config`` with the settings' Redis URL and key prefix."""
         return cls(config, settings.redis_url, settings.redis_prefix, **kwargs)
+
+    def warm_at_start(self) -> WarmReport | None:
+        """Load ``[cache] warm_file`` into ``warm_service`` (a synchronous pass before the
+        service takes requests); ``None`` when no file is configured.
+
+        Raises:
+            ConfigError: the file is missing or unreadable.
+        """
+        path = self.config.warm_file
+        if not path:
+            return None
+        if not Path(path).is_file():
+            raise ConfigError(
+                f"invalid setting [cache] warm_file={path!r}: no such file",
+                details={"key": "cache.warm_file"},
+            )
+        cache = Cache(
+            self.url,
+            cluster=self.config.cluster,
+            config=self.config.cache_config(self.config.warm_service, self.key_prefix),
+        )
+        try:
+            report = warm(cache, Path(path), progress=False)
+        finally:
+            cache.close()
+        logger.info(
+            "cache: warmed %s from %s: %d loaded, %d bad",
+            self.config.warm_service,
+            path,
+            report.loaded,
+            report.bad_total,
+        )
+        return report
 
     @property
     def url(self) -> str | None:
