@@ -34,6 +34,10 @@ __all__ = ["AsyncCache"]
 logger = logging.getLogger(__name__)
 
 
+#: Longest each step of closing a cache may take, seconds.
+CLOSE_TIMEOUT_S = 2.0
+
+
 class _Down(Exception):
     """Redis is out for this call: serve it from the memory tier."""
 
@@ -526,15 +530,18 @@ class AsyncCache:
         return self.core.stats_report(self.counters, self.current_mode(), breaker)
 
     async def aclose(self) -> None:
-        """Stop the invalidation listener and close this loop's client."""
+        """Stop the invalidation listener and close this loop's client.
+
+        Each step is bounded (``CLOSE_TIMEOUT_S``): a listener cancelled in the middle of
+        subscribing may leave its connection mid-read, and closing must not wait on it."""
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._listener, CLOSE_TIMEOUT_S)
             self._listener = None
         if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._client.aclose(), CLOSE_TIMEOUT_S)
             self._client = None
 
     async def __aenter__(self) -> AsyncCache:
@@ -571,8 +578,8 @@ class AsyncCache:
                 await asyncio.sleep(0.2)
             finally:
                 if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                    with contextlib.suppress(asyncio.TimeoutError, Exception):
+                        await asyncio.wait_for(pubsub.aclose(), CLOSE_TIMEOUT_S)
 
     def _handle(self, data: Any) -> None:
         if self.core.apply_invalidation(self._id, data):
