@@ -81,10 +81,15 @@ def test_parameter_suggestion_and_recommendation_share_the_time_limit() -> None:
             elapsed = time.perf_counter() - t0
             assert r.status == 200, await r.text()
             body = await r.json()
-            # no time was left for a full fit at n=300: the recommendation is the best observed
-            assert body["expected_quality_basis"] == "observed", body
-            assert any("best observed score" in line for line in body["reasoning"]), body
-            assert body["expected_quality"] == pytest.approx(observed)
+            # Whether the recommendation's fit finished within what the suggestion left of
+            # the limit depends on this machine's speed (usually not, at n=300): either it did
+            # and the basis is the posterior mean, or the answer is the best observed score
+            # and says so. test_best_without_time_is_the_best_observed_... pins the fallback.
+            basis = body["expected_quality_basis"]
+            assert basis in ("observed", "posterior_mean"), body
+            if basis == "observed":
+                assert any("best observed score" in line for line in body["reasoning"]), body
+                assert body["expected_quality"] == pytest.approx(observed)
             if attempt:
                 # the limit plus what the suggestion overruns it by at this size (its
                 # candidate pool is always scored in full)
