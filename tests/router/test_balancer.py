@@ -179,6 +179,28 @@ def test_p2c_penalises_fast_errors(status: int | None) -> None:
     assert router.backend("a").error_rate > 0.0
 
 
+def test_p2c_error_penalty_lapses_after_one_cooldown() -> None:
+    """A run of errors must not compound into a penalty that outlives the outage: once the
+    cooldown (the breaker's open_s) has passed, a recovered backend takes its share again.
+    With the penalty compounding (5x the average per error) a stayed near zero for minutes."""
+    never = BreakerConfig(size=1000, min_calls=1000, open_s=30.0)
+    router, clock = make(strategy="p2c-ewma", breaker=never)
+    router.outlier = OutlierDetector(consecutive=10**6)
+    run(router, "chat", lambda n: Outcome(True, 0.01), 60)
+    for _ in range(30):  # a fails every request sent to it, directly
+        a = router.backend("a")
+        router.start(a)
+        router.finish(a, Outcome(False, 0.001, status=500))
+        clock.advance(0.01)
+    during = run(router, "chat", lambda n: Outcome(True, 0.01), 300)
+    assert during["a"] == 0, during  # it loses every pairing while penalised
+    clock.advance(30.0)  # one cooldown later, a answers normally again
+    after = run(router, "chat", lambda n: Outcome(True, 0.01), 600)
+    # Equal latencies: a third each; below a fifth would mean the penalty outlived its
+    # cooldown (P2C ties at equal cost go to the first pick, so the split is even).
+    assert after["a"] > 0.2 * 600, after
+
+
 def test_cost_picks_the_cheapest_then_the_fastest() -> None:
     router, _ = make(
         backend("dear", cost_per_1k_tokens=5.0),

@@ -21,9 +21,12 @@ Strategies (name-keyed registry :data:`STRATEGIES`, the names of ``[router] stra
     Peak EWMA: a sample above the average replaces it at once, a lower one is averaged in
     with weight ``1 - exp(-dt / tau)``, and the average read at decision time decays towards 0
     with the same time constant, so a backend that stopped getting traffic is tried again.
-    An error (5xx, 429, transport error) is *not* a fast sample: it counts as a latency of
-    ``max(latency, 5 * ewma, error_penalty_s)``, so a backend that fails fast loses traffic
-    instead of attracting it.
+    An error (5xx, 429, transport error) is *not* a fast sample: it adds a penalty of
+    ``max(latency, 5 * ewma, error_penalty_s)`` to the backend's score, so a backend that fails
+    fast loses traffic instead of attracting it. The penalty is kept apart from the latency
+    average (errors do not compound into it) and lasts one cooldown: the breaker's ``open_s``,
+    or the backend's ``Retry-After`` when it sent a longer one. After that the backend competes
+    on its latency again, so one that recovered is never left without traffic.
 ``cost``
     Lowest ``cost_per_1k_tokens``; ties by (decayed) EWMA latency, then at random.
 ``tiers``
@@ -107,7 +110,9 @@ class BackendState:
         config: The backend's configuration.
         breaker: Its circuit breaker.
         outstanding: Requests in flight (between :meth:`Router.start` and ``finish``).
-        ewma_latency_s: Peak-EWMA latency at the last update (see :meth:`latency`).
+        ewma_latency_s: Peak-EWMA latency of successes at the last update (:meth:`latency`).
+        penalty_s, penalty_until: The error penalty added to the score, and the clock time
+            it lapses (see ``p2c-ewma`` in the module doc).
         error_rate: EWMA (alpha 0.05, the platform's) of backend failures.
         healthy: The active probes' verdict (True until a prober says otherwise).
         ejected_until: Clock time when an outlier ejection ends (``-inf``: none).
@@ -132,6 +137,8 @@ class BackendState:
         "last_model",
         "name",
         "outstanding",
+        "penalty_s",
+        "penalty_until",
         "requests",
     )
 
@@ -144,6 +151,8 @@ class BackendState:
         self.outstanding = 0
         self.ewma_latency_s = 0.0
         self.ewma_at = -_INF
+        self.penalty_s = 0.0
+        self.penalty_until = -_INF
         self.error_rate = 0.0
         self.healthy = True
         self.ejected_until = -_INF
@@ -166,9 +175,14 @@ class BackendState:
             return self.ewma_latency_s
         return self.ewma_latency_s * math.exp(-dt / self._tau_s)
 
+    def penalty(self, now: float) -> float:
+        """The error penalty in force at ``now`` (0 once its cooldown has passed)."""
+        return self.penalty_s if now < self.penalty_until else 0.0
+
     def load_cost(self, now: float) -> float:
-        """``latency(now) * (outstanding + 1)``: P2C-EWMA's score (lower is better)."""
-        return self.latency(now) * (self.outstanding + 1)
+        """``(latency(now) + penalty(now)) * (outstanding + 1)``: P2C-EWMA's score (lower is
+        better)."""
+        return (self.latency(now) + self.penalty(now)) * (self.outstanding + 1)
 
     def _breaker_admits(self) -> bool:
         state = self.breaker.state
@@ -581,7 +595,11 @@ class Router:
         else:
             backend.errors += 1
             penalty = max(latency, 5.0 * backend.latency(now), self.error_penalty_s)
-            backend._observe_latency(penalty, now)
+            cooldown = self.config.breaker.open_s
+            if outcome.retry_after_s is not None and outcome.retry_after_s > cooldown:
+                cooldown = outcome.retry_after_s
+            backend.penalty_s = max(penalty, backend.penalty(now))
+            backend.penalty_until = now + cooldown
             backend.error_rate = 0.95 * backend.error_rate + 0.05
         self.outlier.record(
             backend,
@@ -687,6 +705,7 @@ class Router:
                 "breaker": s.breaker.snapshot(),
                 "outstanding": s.outstanding,
                 "ewma_latency_s": s.latency(now),
+                "penalty_s": s.penalty(now),
                 "error_rate": s.error_rate,
                 "healthy": s.healthy,
                 "ejected_for_s": max(0.0, s.ejected_until - now),

@@ -289,8 +289,9 @@ class TierStrategy:
     """The ``tiers`` strategy: the rule table's target picks a tier of backends by tag.
 
     Candidates carrying one of the target's tags (:data:`TIER_TAGS`, earlier tags preferred)
-    form the tier; within it the one with the lowest ``ewma_latency_s * (outstanding + 1)``
-    wins (ties at random). When no candidate has a matching tag, every candidate is the tier.
+    form the tier; within it the one with the lowest load cost (P2C-EWMA's score, errors
+    penalised: :meth:`~workbench.router.balancer.BackendState.load_cost`) wins (ties at
+    random). When no candidate has a matching tag, every candidate is the tier.
 
     Args:
         tier_tags: Tags by rule target (defaults to :data:`TIER_TAGS`).
@@ -332,7 +333,7 @@ class TierStrategy:
         rng: random.Random,
     ) -> int:
         tier = self.tier(candidates, text)
-        costs = [candidates[i].ewma_latency_s * (candidates[i].outstanding + 1) for i in tier]
+        costs = [candidates[i].load_cost(now) for i in tier]
         low = min(costs)
         best = [i for i, c in zip(tier, costs, strict=True) if c == low]
         return best[0] if len(best) == 1 else best[rng.randrange(len(best))]
