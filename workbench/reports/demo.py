@@ -31,6 +31,7 @@ DEMO_PARTS: dict[str, str] = {
     "gpu": "workbench.reports.demos.gpu",
     "cache": "workbench.reports.demos.cache",
     "analytics": "workbench.reports.demos.analytics",
+    "router": "workbench.reports.demos.router",
 }
 
 
