@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ SUITES: dict[str, str] = {
     "gpu": "workbench.reports.benchmarks.gpu",
     "cache": "workbench.reports.benchmarks.cache",
     "analytics": "workbench.reports.benchmarks.analytics",
+    "router": "workbench.reports.benchmarks.router",
 }
 
 FORMAT_VERSION = 1
@@ -150,6 +152,58 @@ class BenchRun:
             "machine": self.machine,
             "measurements": [m.to_dict() for m in self.measurements],
         }
+
+
+def spread(samples: Sequence[float]) -> dict[str, Any]:
+    """Median, min, max and interquartile range of repeats (and the repeats themselves)."""
+    xs = sorted(samples)
+    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) >= 2 else [xs[0]] * 3
+    return {
+        "median": statistics.median(xs),
+        "min": xs[0],
+        "max": xs[-1],
+        "iqr": q[2] - q[0],
+        "repeats": [float(f"{x:.6g}") for x in samples],
+    }
+
+
+def repeated(
+    name: str,
+    tool: str,
+    metric: str,
+    samples: Sequence[float] | None,
+    unit: str,
+    *,
+    better: Literal["higher", "lower"],
+    note: str = "",
+    target: float | None = None,
+    params: dict[str, Any] | None = None,
+    invalid: str = "",
+) -> Measurement:
+    """A measurement whose value is the median of repeated ``samples`` (NaNs dropped), with
+    their spread in ``params["spread"]`` and the range in the note; ``invalid`` says why it
+    is missing instead (its value is then NaN)."""
+    stats: dict[str, Any] = {}
+    xs = [float(x) for x in samples or [] if x == x]
+    if invalid or not xs:
+        value = float("nan")
+        note = "; ".join(x for x in (invalid or "not measured", note) if x)
+    else:
+        stats = spread(xs)
+        value = stats["median"]
+        head = f"median of {len(xs)} repeats, range {stats['min']:.4g} to {stats['max']:.4g}"
+        note = f"{head}; {note}" if note else head
+    return Measurement(
+        name,
+        tool,
+        metric,
+        value,
+        unit,
+        better=better,
+        target=target,
+        params={**(params or {}), **({"spread": stats} if stats else {})},
+        note=note,
+    )
 
 
 def time_call(fn: Callable[[], Any], *, repeat: int = 5, number: int = 1) -> list[float]:

@@ -72,8 +72,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import InputError
-from workbench.reports.bench import BenchContext, Measurement
-from workbench.reports.benchmarks.cache import spread
+from workbench.reports.bench import BenchContext, Measurement, repeated
 
 __all__ = [
     "AGG_TOOLS",
@@ -169,27 +168,18 @@ def _m(
     params: dict[str, Any] | None = None,
     invalid: str = "",
 ) -> Measurement:
-    """A measurement whose value is the median of ``samples`` (``invalid``: why missing)."""
-    stats: dict[str, Any] = {}
-    xs = [float(x) for x in samples or [] if x == x]
-    if invalid or not xs:
-        value = float("nan")
-        note = "; ".join(x for x in (invalid or "not measured", note) if x)
-    else:
-        stats = spread(xs)
-        value = stats["median"]
-        head = f"median of {len(xs)} repeats, range {stats['min']:.4g} to {stats['max']:.4g}"
-        note = f"{head}; {note}" if note else head
-    return Measurement(
+    """:func:`~workbench.reports.bench.repeated` with this suite's units and directions."""
+    return repeated(
         name,
         tool,
         metric,
-        value,
+        samples,
         _UNITS[metric],
         better="lower" if metric in _LOWER_IS_BETTER else "higher",
-        target=target,
-        params={**(params or {}), **({"spread": stats} if stats else {})},
         note=note,
+        target=target,
+        params=params,
+        invalid=invalid,
     )
 
 

@@ -60,7 +60,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from workbench.errors import InputError
-from workbench.reports.bench import BenchContext, Measurement, time_call
+from workbench.reports.bench import BenchContext, Measurement, repeated, spread, time_call
 
 __all__ = ["BENCH_DB", "PARTS", "VALUE", "bench_url", "parse_redis_benchmark_csv", "run", "spread"]
 
@@ -102,51 +102,29 @@ class _Setup:
         return quick if self.quick else full
 
 
-def spread(samples: list[float]) -> dict[str, Any]:
-    """Median, min, max and interquartile range of repeats (and the repeats themselves)."""
-    xs = sorted(samples)
-    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) >= 2 else [xs[0]] * 3
-    return {
-        "median": statistics.median(xs),
-        "min": xs[0],
-        "max": xs[-1],
-        "iqr": q[2] - q[0],
-        "repeats": [float(f"{x:.6g}") for x in samples],
-    }
-
-
 def _m(
     name: str,
     tool: str,
     metric: str,
-    samples: list[float] | None,
+    samples: Sequence[float] | None,
     note: str = "",
     *,
     target: float | None = None,
     params: dict[str, Any] | None = None,
     invalid: str = "",
 ) -> Measurement:
-    """A measurement whose value is the median of ``samples``; ``invalid`` says why it is
-    missing instead."""
-    stats: dict[str, Any] = {}
-    if invalid or not samples:
-        value = float("nan")
-        note = "; ".join(x for x in (invalid or "not measured", note) if x)
-    else:
-        stats = spread(samples)
-        value = stats["median"]
-        head = f"median of {len(samples)} repeats, range {stats['min']:.4g} to {stats['max']:.4g}"
-        note = f"{head}; {note}" if note else head
-    return Measurement(
+    """:func:`~workbench.reports.bench.repeated` with this suite's units and directions."""
+    return repeated(
         name,
         tool,
         metric,
-        value,
+        samples,
         _UNITS[metric],
         better="lower" if metric in _LOWER_IS_BETTER else "higher",
-        target=target,
-        params={**(params or {}), **({"spread": stats} if stats else {})},
         note=note,
+        target=target,
+        params=params,
+        invalid=invalid,
     )
 
 
