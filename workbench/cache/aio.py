@@ -325,8 +325,7 @@ class AsyncCache:
                 await self._redis("set", self.client.set, full, data, px=core.px(ttl_s))
         except _Down:
             self.counters.fallback += 1
-            core.local_set(full, data, ttl_s, value)
-            core.journal_set(full, data, ttl_s)
+            core.fallback_set([(full, data, value)], ttl_s)
 
     async def _set_and_publish(self, full: str, data: bytes, ttl_s: float | None) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -351,9 +350,7 @@ class AsyncCache:
             await self._redis("set_many", self._pipeline_set, items, ttl_s)
         except _Down:
             self.counters.fallback += 1
-            for full, data, v in items:
-                core.local_set(full, data, ttl_s, v)
-                core.journal_set(full, data, ttl_s)
+            core.fallback_set(items, ttl_s)
             return
         if self.two_tier:
             for full, _, _ in items:
@@ -386,11 +383,7 @@ class AsyncCache:
             n = int(await self._redis("delete", self._delete_and_publish, fulls))
         except _Down:
             self.counters.fallback += 1
-            n = 0
-            for full in fulls:
-                n += self.core.memory.delete(full)
-                self.core.journal_delete(full)
-            return n
+            return self.core.fallback_delete(fulls)
         for full in fulls:
             self._invalidate_local(full)
         return n
@@ -420,7 +413,7 @@ class AsyncCache:
                 value = int(await self._redis("incr", self.client.incrby, full, amount))
             except _Down:
                 self.counters.fallback += 1
-                self.core.journal.record(full, ("incr", amount))
+                return self.core.fallback_incr(full, amount)
             else:
                 if self.two_tier:
                     self._invalidate_local(full)
@@ -440,7 +433,7 @@ class AsyncCache:
                     done = await self._redis("expire", self.client.pexpire, full, px)
             except _Down:
                 self.counters.fallback += 1
-                self.core.journal.record(full, ("expire", ttl_s))
+                return self.core.fallback_expire(full, ttl_s)
             else:
                 if self.two_tier:
                     self._invalidate_local(full)
@@ -458,7 +451,8 @@ class AsyncCache:
                 return
             except _Down:
                 self.counters.fallback += 1
-                self.core.journal.record(full, ("hset", fld, data))
+                self.core.fallback_hset(full, fld, data)
+                return
         self.core.local_hash_update(full, lambda h: h.__setitem__(fld, data))
 
     async def hget(self, key: str, field: str, default: Any = None) -> Any:
@@ -492,10 +486,8 @@ class AsyncCache:
                 return bool(await self._redis("hdel", self.client.hdel, full, fld))
             except _Down:
                 self.counters.fallback += 1
-                self.core.journal.record(full, ("hdel", fld))
-        box: list[bool] = []
-        self.core.local_hash_update(full, lambda h: box.append(h.pop(fld, None) is not None))
-        return bool(box and box[0])
+                return self.core.fallback_hdel(full, fld)
+        return self.core.local_hdel(full, fld)
 
     # -- health and lifecycle -----------------------------------------------------------------
 

@@ -42,7 +42,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -408,6 +408,44 @@ class CacheCore:
     def journal_delete(self, full: str) -> None:
         self.journal.record(full, ("del",))
 
+    # Writes served by the memory tier during an outage: each changes the memory tier and
+    # records the change in the outage journal, so recovery sends it to Redis. The sync shell
+    # runs them under Fallback.write_local; the async shell (one event loop) calls them.
+
+    def fallback_set(self, items: Sequence[tuple[str, bytes, Any]], ttl_s: float | None) -> None:
+        """``items`` of ``(full key, encoded value, value)``."""
+        for full, data, value in items:
+            self.local_set(full, data, ttl_s, value)
+            self.journal_set(full, data, ttl_s)
+
+    def fallback_delete(self, fulls: Sequence[str]) -> int:
+        """How many of ``fulls`` the memory tier held."""
+        n = 0
+        for full in fulls:
+            n += self.memory.delete(full)
+            self.journal_delete(full)
+        return n
+
+    def fallback_incr(self, full: str, amount: int) -> int:
+        value = self.local_incr(full, amount)
+        self.journal.record(full, ("incr", amount))
+        return value
+
+    def fallback_expire(self, full: str, ttl_s: float | None) -> bool:
+        done = self.memory.expire(full, ttl_s)
+        self.journal.record(full, ("expire", ttl_s))
+        return done
+
+    def fallback_hset(self, full: str, fld: str, data: bytes) -> None:
+        self.local_hash_update(full, lambda h: h.__setitem__(fld, data))
+        self.journal.record(full, ("hset", fld, data))
+
+    def fallback_hdel(self, full: str, fld: str) -> bool:
+        """Whether the field was there."""
+        existed = self.local_hdel(full, fld)
+        self.journal.record(full, ("hdel", fld))
+        return existed
+
     def recovery_plan(self) -> tuple[bool, list[tuple[str, list[tuple[Any, ...]]]]]:
         """``(flush_namespace, [(key, commands)])`` to send before reads resume from Redis."""
         if self.journal.overflowed:
@@ -486,6 +524,12 @@ class CacheCore:
             update(h)
             data = _MSGPACK.header + _MSGPACK.dumps(h)
             self.memory.set(full, data, self.memory.ttl(full))
+
+    def local_hdel(self, full: str, fld: str) -> bool:
+        """Remove ``fld`` from the memory tier's hash at ``full``; whether it was there."""
+        box: list[bool] = []
+        self.local_hash_update(full, lambda h: box.append(h.pop(fld, None) is not None))
+        return bool(box and box[0])
 
     # -- reports and invalidation messages shared by both shells ------------------------------
 
@@ -608,14 +652,14 @@ class Fallback:
             )
         return "local"
 
-    def write_local(self, write: Callable[[], Any]) -> bool:
-        """Run a fallback write (memory tier and journal) unless Redis came back meanwhile:
-        False means the caller must send it to Redis instead."""
+    def write_local(self, write: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """Run a fallback write ``write(*args)`` (one of the ``CacheCore.fallback_*``) unless
+        Redis came back meanwhile: ``(False, None)`` means the caller must send it to Redis
+        instead; ``(True, result)`` that it was served locally."""
         with self.lock:
             if self.up:
-                return False
-            write()
-            return True
+                return False, None
+            return True, write(*args)
 
     def succeeded(self, elapsed_s: float) -> None:
         self.breaker.on_success(elapsed_s)

@@ -388,12 +388,8 @@ class Cache:
                     self._redis("set", self._cmd, "SET", full, data, "PX", core.px(ttl_s))
         except _Down:
             self.counters.fallback += 1
-
-            def write() -> None:
-                core.local_set(full, data, ttl_s, value)
-                core.journal_set(full, data, ttl_s)
-
-            if not self.fallback.write_local(write):
+            done, _ = self.fallback.write_local(core.fallback_set, [(full, data, value)], ttl_s)
+            if not done:
                 self.set(key, value, ttl)
 
     def _set_and_publish(self, full: str, data: bytes, ttl_s: float | None) -> None:
@@ -420,13 +416,8 @@ class Cache:
             self._redis("set_many", self._pipeline_set, items, ttl_s)
         except _Down:
             self.counters.fallback += 1
-
-            def write() -> None:
-                for full, data, v in items:
-                    core.local_set(full, data, ttl_s, v)
-                    core.journal_set(full, data, ttl_s)
-
-            if not self.fallback.write_local(write):
+            done, _ = self.fallback.write_local(core.fallback_set, items, ttl_s)
+            if not done:
                 self.set_many(mapping, ttl)
             return
         if self._listener is not None:
@@ -461,15 +452,9 @@ class Cache:
                 n = self._redis("delete", self._cmd, "DEL", full)
         except _Down:
             self.counters.fallback += 1
-            box: list[bool] = []
-
-            def write() -> None:
-                box.append(self.core.memory.delete(full))
-                self.core.journal_delete(full)
-
-            if not self.fallback.write_local(write):
+            done, n = self.fallback.write_local(self.core.fallback_delete, [full])
+            if not done:
                 return self.delete(key)
-            return box[0]
         return bool(n)
 
     def _delete_and_publish(self, fulls: list[str]) -> int:
@@ -499,16 +484,10 @@ class Cache:
             n = int(self._redis("delete", self._delete_and_publish, fulls))
         except _Down:
             self.counters.fallback += 1
-            box = [0]
-
-            def write() -> None:
-                for full in fulls:
-                    box[0] += self.core.memory.delete(full)
-                    self.core.journal_delete(full)
-
-            if not self.fallback.write_local(write):
+            done, n = self.fallback.write_local(self.core.fallback_delete, fulls)
+            if not done:
                 return self.delete_many(keys)
-            return box[0]
+            return int(n)
         for full in fulls:
             self._invalidate_local(full)
         return n
@@ -530,15 +509,10 @@ class Cache:
                 value = int(self._redis("incr", self.client.incrby, full, amount))
             except _Down:
                 self.counters.fallback += 1
-                out: list[int] = []
-
-                def write() -> None:
-                    out.append(self.core.local_incr(full, amount))
-                    self.core.journal.record(full, ("incr", amount))
-
-                if not self.fallback.write_local(write):
+                done, value = self.fallback.write_local(self.core.fallback_incr, full, amount)
+                if not done:
                     return self.incr(key, amount)
-                return out[0]
+                return int(value)
             if self._listener is not None:
                 self._invalidate_local(full)
             return value
@@ -557,15 +531,10 @@ class Cache:
                     done = self._redis("expire", self.client.pexpire, full, self.core.px(ttl_s))
             except _Down:
                 self.counters.fallback += 1
-                out: list[bool] = []
-
-                def write() -> None:
-                    out.append(self.core.memory.expire(full, ttl_s))
-                    self.core.journal.record(full, ("expire", ttl_s))
-
-                if not self.fallback.write_local(write):
+                served, done = self.fallback.write_local(self.core.fallback_expire, full, ttl_s)
+                if not served:
                     return self.expire(key, ttl)
-                return out[0]
+                return bool(done)
             if self._listener is not None:
                 self._invalidate_local(full)
             return bool(done)
@@ -583,12 +552,8 @@ class Cache:
                 return
             except _Down:
                 self.counters.fallback += 1
-
-                def write() -> None:
-                    self.core.local_hash_update(full, lambda h: h.__setitem__(fld, data))
-                    self.core.journal.record(full, ("hset", fld, data))
-
-                if not self.fallback.write_local(write):
+                done, _ = self.fallback.write_local(self.core.fallback_hset, full, fld, data)
+                if not done:
                     self.hset(key, field, value)
                 return
         self.core.local_hash_update(full, lambda h: h.__setitem__(fld, data))
@@ -625,20 +590,11 @@ class Cache:
                 return bool(self._redis("hdel", self.client.hdel, full, fld))
             except _Down:
                 self.counters.fallback += 1
-                box: list[bool] = []
-
-                def write() -> None:
-                    self.core.local_hash_update(
-                        full, lambda h: box.append(h.pop(fld, None) is not None)
-                    )
-                    self.core.journal.record(full, ("hdel", fld))
-
-                if not self.fallback.write_local(write):
+                done, existed = self.fallback.write_local(self.core.fallback_hdel, full, fld)
+                if not done:
                     return self.hdel(key, field)
-                return bool(box and box[0])
-        box = []
-        self.core.local_hash_update(full, lambda h: box.append(h.pop(fld, None) is not None))
-        return bool(box and box[0])
+                return bool(existed)
+        return self.core.local_hdel(full, fld)
 
     # -- invalidation, health, lifecycle ------------------------------------------------------
 
