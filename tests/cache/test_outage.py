@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from workbench.cache import AsyncCache, Cache
+from workbench.errors import InputError
 from workbench.testing import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -317,3 +318,34 @@ def test_async_cache_outage_and_recovery() -> None:
 
     with RedisServer(persistent=True) as server:
         asyncio.run(scenario(server.url, server))
+
+
+def test_a_refused_outage_write_leaves_nothing_to_replay() -> None:
+    """An increment refused during an outage (the key holds a value, not a counter) raises
+    and records nothing: recovery must not replay an INCRBY that never happened. Both shells;
+    the async one used to journal the increment before applying it."""
+
+    async def scenario(url: str, server: RedisServer) -> None:
+        cache = AsyncCache(url, namespace="arefused", timeout_s=TIMEOUT_S, open_s=0.05)
+        server.stop()
+        await cache.set("word", "not a number")  # served from memory, journaled
+        with pytest.raises(InputError, match="holds a value"):
+            await cache.incr("word")
+        ((_, commands),) = cache.core.journal.plan("replay")
+        assert [c[0] for c in commands] == ["SET"], commands  # the set, no INCRBY
+        await cache.aclose()
+
+    def sync_scenario(url: str, server: RedisServer) -> None:
+        cache = Cache(url, namespace="refused", timeout_s=TIMEOUT_S, open_s=0.05)
+        server.stop()
+        cache.set("word", "not a number")
+        with pytest.raises(InputError, match="holds a value"):
+            cache.incr("word")
+        ((_, commands),) = cache.core.journal.plan("replay")
+        assert [c[0] for c in commands] == ["SET"], commands
+        cache.close()
+
+    with RedisServer(persistent=True) as server:
+        asyncio.run(scenario(server.url, server))
+    with RedisServer(persistent=True) as server:
+        sync_scenario(server.url, server)
