@@ -40,6 +40,7 @@ __all__ = [
     "ThrowawayPostgres",
     "ThrowawayRedisCluster",
     "free_port",
+    "junit_results",
     "kill_then_bounded",
     "nvml_available",
     "postgres_answers",
@@ -48,6 +49,20 @@ __all__ = [
     "throwaway_redis",
     "throwaway_redis_cluster",
 ]
+
+
+def junit_results(path: str | os.PathLike[str]) -> tuple[int, list[str]]:
+    """``(test cases, failures)`` of a JUnit XML report (what schemathesis' ``--report
+    junit`` writes): each failure or error as ``"name: message"`` (400 characters at most)."""
+    import xml.etree.ElementTree as ET
+
+    suites = ET.parse(path).getroot()
+    failures = [
+        f"{case.get('name')}: {(problem.get('message') or problem.text or '')[:400]}"
+        for case in suites.iter("testcase")
+        for problem in [*case.findall("failure"), *case.findall("error")]
+    ]
+    return sum(1 for _ in suites.iter("testcase")), failures
 
 
 def free_port() -> int:

@@ -17,13 +17,12 @@ import shutil
 import subprocess
 import sys
 import uuid
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from workbench.redis_adapter import RedisAdapter
-from workbench.testing import ServeProcess
+from workbench.testing import ServeProcess, junit_results
 
 TOKEN = "fuzz-api-token-0123"
 ADMIN = "fuzz-admin-token-0123"
@@ -120,13 +119,7 @@ def test_schemathesis_finds_no_failure(tmp_path: Path, redis_url: str) -> None:
     assert "Traceback" not in server_log, server_log[-4000:]
     assert "unhandled error" not in server_log, server_log[-4000:]
     assert report.exists(), text[-4000:]
-    suites = ET.parse(report).getroot()
-    failures = [
-        f"{case.get('name')}: {(problem.get('message') or problem.text or '')[:400]}"
-        for case in suites.iter("testcase")
-        for problem in [*case.findall("failure"), *case.findall("error")]
-    ]
-    tested = sum(1 for _ in suites.iter("testcase"))
+    tested, failures = junit_results(report)
     assert tested >= 40, f"only {tested} operations were tested:\n{text[-3000:]}"
     assert not failures, "\n".join(failures) + "\n" + text[-6000:]
     assert out.returncode == 0, text[-6000:]
