@@ -154,6 +154,33 @@ def test_malformed_unknown_and_oversize_requests() -> None:
         assert f.stats.requests[CHAT_PATH] == 1  # only the well-formed one reached it
 
 
+def test_large_and_chunked_bodies_are_read_whole() -> None:
+    """A body larger than one socket read (1 MiB here) reaches the backend whole: one read
+    call returns only what has arrived, which cut such bodies into malformed JSON. A chunked
+    body (no Content-Length) is read to its end, and refused with 413 once past the limit."""
+    limit = 2 * 1024 * 1024
+    with fakes({}) as (f,), router([backend_entry(f, "a")], max_body_bytes=limit) as url:
+        chat = url + "/v1/chat/completions"
+        text = "word " * 200_000  # 1 MB of content
+        r = httpx.post(chat, json={**CHAT, "messages": [{"role": "user", "content": text}]})
+        assert r.status_code == 200, r.text
+        assert f.stats.last_body["messages"][0]["content"] == text  # whole, as sent
+
+        def chunks(total: int) -> Iterator[bytes]:
+            doc = json.dumps({**CHAT, "messages": [{"role": "user", "content": "y" * total}]})
+            data = doc.encode()
+            for i in range(0, len(data), 65536):
+                yield data[i : i + 65536]
+
+        r = httpx.post(chat, content=chunks(300_000), headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        r = httpx.post(
+            chat, content=chunks(limit + 10), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413, r.text
+        assert f.stats.requests[CHAT_PATH] == 2
+
+
 def test_failed_backend_falls_back_to_a_healthy_one() -> None:
     with (
         fakes({"error_rate": 1.0}, {}) as (bad, good),

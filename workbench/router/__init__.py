@@ -8,7 +8,11 @@
 - :mod:`~workbench.router.balancer`: backend state, balancing strategies, the ``Router``;
 - :mod:`~workbench.router.learning`: Thompson-sampling learned routing;
 - :mod:`~workbench.router.health`: active probes and passive outlier ejection;
-- :mod:`~workbench.router.rules`: the platform's complexity rule table (``tiers``).
+- :mod:`~workbench.router.limits`: per client key RPM and TPM limits, local or shared in Redis;
+- :mod:`~workbench.router.accesslog`: the JSON access log (one line per ``/v1`` request);
+- :mod:`~workbench.router.rules`: the platform's complexity rule table (``tiers``);
+- :mod:`~workbench.router.platform`: the platform's ``/api/v1/fast-coordinator/*`` routes,
+  ``POST /admin/reload`` and the router's ``/openapi.json``.
 
 The names that need aiohttp (the ``service`` extra) are imported on first use, so the
 configuration classes load without it.

@@ -13,6 +13,11 @@ A config file has one ``[router]`` table and one ``[[backends]]`` table per back
     [router.breaker]
     min_calls = 5
     open_s = 30
+    [router.limits]                 # per client key; see workbench.router.limits
+    rpm = 600
+    tpm = 100000
+    [router.limits.keys.ROUTER_CLIENT_KEY]
+    rpm = 60
 
     [[backends]]
     name = "vllm-a"
@@ -35,7 +40,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -47,6 +52,9 @@ __all__ = [
     "STRATEGY_NAMES",
     "BackendConfig",
     "BreakerConfig",
+    "KeyLimits",
+    "LimitsConfig",
+    "ResponseCacheConfig",
     "RouterConfig",
     "load_config",
 ]
@@ -170,6 +178,157 @@ class BreakerConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def _limit_values(key: str, rpm: Any, tpm: Any, burst: Any) -> None:
+    for name, value in (("rpm", rpm), ("tpm", tpm), ("burst", burst)):
+        if value is not None:
+            _integer(f"{key}.{name}", value, 1, 10**12)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """One client key's limits in ``[router.limits.keys.<ENV_NAME>]``; a field left out
+    takes the value of ``[router.limits]``.
+
+    Attributes:
+        rpm: Requests per minute.
+        tpm: Tokens per minute.
+        burst: Requests admitted at once after a quiet spell (the request bucket's size).
+        unlimited: No limit at all for this key (the other fields must then be left out).
+    """
+
+    rpm: int | None = None
+    tpm: int | None = None
+    burst: int | None = None
+    unlimited: bool = False
+
+    def __post_init__(self) -> None:
+        _limit_values("router.limits.keys[]", self.rpm, self.tpm, self.burst)
+        if not isinstance(self.unlimited, bool):
+            raise _bad("router.limits.keys[].unlimited", self.unlimited, "true or false")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per client key rate limits (``[router.limits]``), enforced by
+    :mod:`workbench.router.limits`, in Redis when ``[router] redis_url`` is set.
+
+    Attributes:
+        rpm: Requests per minute for every key (``None``: no request limit).
+        tpm: Tokens per minute for every key, as the backends report usage (``None``: none).
+        burst: Size of the request bucket (default ``rpm``: a quiet key may spend a minute's
+            allowance at once).
+        keys: Overrides by the environment variable name of a client key (a name in
+            ``client_keys_env``; never the key itself).
+        reserve_prompt_tokens: Charge an estimate of the prompt's tokens at admission and
+            settle against the reported usage afterwards.
+        fail_open: Admit requests while Redis does not answer (default: refuse them, 503).
+        redis_timeout_s: Longest one admission waits for Redis, seconds.
+        redis_prefix: Prefix of the limiter's Redis keys (one per client key).
+    """
+
+    rpm: int | None = None
+    tpm: int | None = None
+    burst: int | None = None
+    keys: Mapping[str, KeyLimits] = field(default_factory=dict)
+    reserve_prompt_tokens: bool = True
+    fail_open: bool = False
+    redis_timeout_s: float = 0.25
+    redis_prefix: str = "workbench:router:limits:"
+
+    def __post_init__(self) -> None:
+        _limit_values("router.limits", self.rpm, self.tpm, self.burst)
+        if self.burst is not None and self.rpm is None:
+            raise _bad("router.limits.burst", self.burst, "no burst without an rpm limit")
+        if not isinstance(self.keys, Mapping):
+            raise _bad("router.limits.keys", self.keys, "[router.limits.keys.<ENV_NAME>] tables")
+        for name, limits in self.keys.items():
+            key = f"router.limits.keys.{name}"
+            if not isinstance(name, str) or not _ENV.match(name):
+                raise _bad(key, name, "the environment variable name of a client key")
+            if not isinstance(limits, KeyLimits):
+                raise _bad(key, limits, f"a [{key}] table")
+            _limit_values(key, limits.rpm, limits.tpm, limits.burst)
+            given = limits.rpm, limits.tpm, limits.burst
+            if limits.unlimited and any(v is not None for v in given):
+                raise _bad(f"{key}.unlimited", True, "no rpm, tpm or burst beside unlimited")
+            resolved = self.for_key(name)
+            if resolved.burst is not None and resolved.rpm is None:
+                raise _bad(f"{key}.burst", limits.burst, "no burst without an rpm limit")
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+        for name in ("reserve_prompt_tokens", "fail_open"):
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(f"router.limits.{name}", getattr(self, name), "true or false")
+        _number("router.limits.redis_timeout_s", self.redis_timeout_s, 0.0, 60.0)
+        if not isinstance(self.redis_prefix, str) or not re.match(
+            r"^[A-Za-z0-9_.:{}-]{1,100}$", self.redis_prefix
+        ):
+            raise _bad("router.limits.redis_prefix", self.redis_prefix, "a Redis key prefix")
+
+    def for_key(self, name: str | None) -> KeyLimits:
+        """The limits of the client key read from the variable ``name`` (``None``: no client
+        keys configured, the loopback client), overrides applied."""
+        own = self.keys.get(name) if name is not None else None
+        if own is None:
+            return KeyLimits(rpm=self.rpm, tpm=self.tpm, burst=self.burst)
+        if own.unlimited:
+            return own
+        return KeyLimits(
+            rpm=own.rpm if own.rpm is not None else self.rpm,
+            tpm=own.tpm if own.tpm is not None else self.tpm,
+            burst=own.burst if own.burst is not None else (self.burst if own.rpm is None else None),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any key has a limit."""
+        if self.rpm is not None or self.tpm is not None:
+            return True
+        return any(k.rpm is not None or k.tpm is not None for k in self.keys.values())
+
+
+@dataclass(frozen=True)
+class ResponseCacheConfig:
+    """The response cache (``[router.cache]``) for non-streamed, temperature-0 chat
+    completions (:mod:`workbench.router.response_cache`).
+
+    Attributes:
+        ttl_s: Seconds an answer is served from the cache.
+        url: Where: ``memory://`` (this process) or a Redis URL; ``None``: ``[router]
+            redis_url`` when set, else memory.
+        namespace: The cache namespace (:class:`workbench.cache.CacheConfig`).
+        shared_across_keys: Serve one client key's cached answer to another. Off by default:
+            a hit would tell a client that someone else sent the same conversation.
+        max_entry_bytes: Largest answer stored.
+        memory_bytes: Budget of the in-process tier.
+        timeout_s: Longest one cache call waits for Redis.
+    """
+
+    ttl_s: float
+    url: str | None = None
+    namespace: str = "router-responses"
+    shared_across_keys: bool = False
+    max_entry_bytes: int = 1 << 20
+    memory_bytes: int = 64 << 20
+    timeout_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        _number("router.cache.ttl_s", self.ttl_s, 0.0, 7 * _MAX_S)
+        if self.url is not None and (
+            not isinstance(self.url, str)
+            or not self.url.startswith(("memory://", "redis://", "rediss://", "unix://"))
+        ):
+            raise _bad("router.cache.url", self.url, "memory:// or a redis:// URL")
+        if not isinstance(self.namespace, str) or not re.match(
+            r"^[A-Za-z0-9_.\-]{1,64}$", self.namespace
+        ):
+            raise _bad("router.cache.namespace", self.namespace, "1-64 letters, digits or _.-")
+        if not isinstance(self.shared_across_keys, bool):
+            raise _bad("router.cache.shared_across_keys", self.shared_across_keys, "true or false")
+        _integer("router.cache.max_entry_bytes", self.max_entry_bytes, 1, 64 << 20)
+        _integer("router.cache.memory_bytes", self.memory_bytes, 1024, 1 << 40)
+        _number("router.cache.timeout_s", self.timeout_s, 0.0, 60.0)
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """One upstream server.
@@ -260,6 +419,9 @@ _ROUTER_KEYS = {
     "redis_url",
     "rate_limit_rpm",
     "rate_limit_tpm",
+    "limits",
+    "access_log",
+    "cache",
     "forgetting",
     "state_path",
     "probe_interval_s",
@@ -285,8 +447,15 @@ class RouterConfig:
         max_body_bytes: Largest request body accepted (413 above).
         breaker: Per-backend circuit breaker settings.
         redis_url: Redis shared by router instances for rate limits (``None``: local).
-        rate_limit_rpm: Requests per minute per client key (``None``: unlimited).
-        rate_limit_tpm: Tokens per minute per client key (``None``: unlimited).
+        rate_limit_rpm: Requests per minute per client key (``None``: unlimited); the older
+            spelling of ``[router.limits] rpm``, copied there (giving both is refused).
+        rate_limit_tpm: Tokens per minute per client key; likewise ``[router.limits] tpm``.
+        limits: Per client key rate limits (``[router.limits]``).
+        cache: The response cache (``[router.cache]``; ``None``: off).
+        access_log: One JSON line per ``/v1`` request on the ``workbench.router.access``
+            logger: ``False`` (off), ``True`` (through the logging set-up) or a file path.
+        client_key_names: For each key of ``client_keys``, the variable it was read from
+            (the name per-key limits and logs use); never shown in ``repr``.
         forgetting: Thompson-sampling discount per observation in [0, 1) (0: none).
         state_path: File where learned posteriors persist (``None``: not persisted).
         probe_interval_s: Seconds between active health probes of every backend
@@ -307,6 +476,10 @@ class RouterConfig:
     redis_url: str | None = None
     rate_limit_rpm: int | None = None
     rate_limit_tpm: int | None = None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cache: ResponseCacheConfig | None = None
+    access_log: bool | str = False
+    client_key_names: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     forgetting: float = 0.0
     state_path: str | None = None
     probe_interval_s: float | None = 10.0
@@ -357,6 +530,25 @@ class RouterConfig:
             value = getattr(self, key)
             if value is not None:
                 _integer(f"router.{key}", value, 1, 10**12)
+        if not isinstance(self.limits, LimitsConfig):
+            raise _bad("router.limits", self.limits, "a [router.limits] table")
+        for old, new in (("rate_limit_rpm", "rpm"), ("rate_limit_tpm", "tpm")):
+            if getattr(self, old) is not None:
+                if getattr(self.limits, new) is not None:
+                    raise _bad(f"router.{old}", getattr(self, old), f"only [router.limits] {new}")
+                limits = replace(self.limits, **{new: getattr(self, old)})
+                object.__setattr__(self, "limits", limits)
+        for name in self.limits.keys:
+            if name not in self.client_keys_env:
+                raise _bad(
+                    f"router.limits.keys.{name}", name, "a name listed in router.client_keys_env"
+                )
+        if not isinstance(self.access_log, bool) and not (
+            isinstance(self.access_log, str) and self.access_log
+        ):
+            raise _bad("router.access_log", self.access_log, "true, false or a file path")
+        if self.cache is not None and not isinstance(self.cache, ResponseCacheConfig):
+            raise _bad("router.cache", self.cache, "a [router.cache] table")
         _number("router.forgetting", self.forgetting, 0.0, 0.999999, lo_open=False)
         if self.state_path is not None and (
             not isinstance(self.state_path, str) or not self.state_path
@@ -436,15 +628,62 @@ class RouterConfig:
         for key in ("strategies", "fallbacks"):
             if key in kw and not isinstance(kw[key], Mapping):
                 raise _bad(f"router.{key}", kw[key], f"a [router.{key}] table")
+        if "limits" in kw:
+            kw["limits"] = _limits_from(kw["limits"])
+        if "cache" in kw:
+            kw["cache"] = _cache_from(kw["cache"])
         keys_env = kw.get("client_keys_env", [])
         if isinstance(keys_env, list):
             kw["client_keys_env"] = tuple(keys_env)
         config = cls(backends=tuple(backends), breaker=BreakerConfig(**breaker), **kw)
-        keys = frozenset(
-            _read_env("router.client_keys_env", var, env) for var in config.client_keys_env
-        )
-        object.__setattr__(config, "client_keys", keys)
+        names = {
+            _read_env("router.client_keys_env", var, env): var for var in config.client_keys_env
+        }
+        object.__setattr__(config, "client_keys", frozenset(names))
+        object.__setattr__(config, "client_key_names", MappingProxyType(names))
         return config
+
+
+def _cache_from(raw: Any) -> ResponseCacheConfig:
+    """The ``[router.cache]`` table as a :class:`ResponseCacheConfig`."""
+    if not isinstance(raw, Mapping):
+        raise _bad("router.cache", raw, "a [router.cache] table")
+    allowed = {f.name for f in fields(ResponseCacheConfig)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise _bad(f"router.cache.{unknown[0]}", raw[unknown[0]], f"one of {sorted(allowed)}")
+    if "ttl_s" not in raw:
+        raise _bad("router.cache.ttl_s", None, "a value (the key is required)")
+    return ResponseCacheConfig(**raw)
+
+
+def _limits_from(raw: Any) -> LimitsConfig:
+    """The ``[router.limits]`` table (with its ``keys`` sub-tables) as a :class:`LimitsConfig`."""
+    if not isinstance(raw, Mapping):
+        raise _bad("router.limits", raw, "a [router.limits] table")
+    allowed = {f.name for f in fields(LimitsConfig)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise _bad(f"router.limits.{unknown[0]}", raw[unknown[0]], f"one of {sorted(allowed)}")
+    kw = dict(raw)
+    keys = kw.pop("keys", {})
+    if not isinstance(keys, Mapping):
+        raise _bad("router.limits.keys", keys, "[router.limits.keys.<ENV_NAME>] tables")
+    per_key = {f.name for f in fields(KeyLimits)}
+    parsed = {}
+    for name, table in keys.items():
+        key = f"router.limits.keys.{name}"
+        if not isinstance(table, Mapping):
+            raise _bad(key, table, f"a [{key}] table")
+        unknown = sorted(set(table) - per_key)
+        if unknown:
+            raise _bad(f"{key}.{unknown[0]}", table[unknown[0]], f"one of {sorted(per_key)}")
+        # Checked here too, so a bad value names this key's own table.
+        _limit_values(key, table.get("rpm"), table.get("tpm"), table.get("burst"))
+        if not isinstance(table.get("unlimited", False), bool):
+            raise _bad(f"{key}.unlimited", table["unlimited"], "true or false")
+        parsed[name] = KeyLimits(**table)
+    return LimitsConfig(keys=parsed, **kw)
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> RouterConfig:

@@ -11,6 +11,13 @@ Per request:
 - **Auth**: ``Authorization: Bearer <key>`` against the keys of ``client_keys_env`` (401
   otherwise). With no keys configured only loopback clients are served (and :func:`serve`
   refuses to bind elsewhere).
+- **Rate limits** (``[router.limits]``, :mod:`~workbench.router.limits`): requests and
+  tokens per minute per client key, checked once the body is read (429 with OpenAI's
+  ``x-ratelimit-*`` headers), in Redis when ``redis_url`` is set. Off unless configured.
+- **Access log** (``[router] access_log``, :mod:`~workbench.router.accesslog`): one JSON line
+  per request, without keys or bodies. Off unless configured.
+- **Response cache** (``[router.cache]``, :mod:`~workbench.router.response_cache`):
+  non-streamed temperature-0 chat completions answered again (``x-workbench-cache``).
 - **Request id**: the client's ``x-request-id`` or a new one; sent to the backend, returned
   in ``x-request-id``, and the id :meth:`Router.feedback` takes.
 - **Deadline**: ``deadline_s`` for the whole request; each attempt's time limit is the smaller
@@ -65,8 +72,20 @@ from aiohttp import web
 from workbench import metrics
 from workbench.errors import ConfigError, InputError, WorkbenchError
 from workbench.router import translate
+from workbench.router._body import BodyTooLarge, read_limited
+from workbench.router.accesslog import AccessLog, Exchange
 from workbench.router.balancer import BackendState, Outcome, Router
 from workbench.router.config import RouterConfig, load_config
+from workbench.router.limits import (
+    BucketStore,
+    RateLimits,
+    client_keys,
+    estimate_prompt_tokens,
+    make_store,
+    sse_usage_tokens,
+    store_signature,
+)
+from workbench.router.platform import add_platform_routes
 from workbench.router.transport import Transport, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -198,6 +217,12 @@ class _Failure:
     backend: str = ""
 
 
+def _client_request_id(request: web.Request) -> str:
+    """The client's ``x-request-id`` when usable, else a new one."""
+    rid = request.headers.get("x-request-id", "")
+    return rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+
+
 def _is_loopback(host: str | None) -> bool:
     if host is None:
         return False
@@ -226,15 +251,38 @@ def _request_text(endpoint: str, body: dict[str, Any]) -> str:
 
 
 class _Generation:
-    """What one configuration makes: the router, its upstream pools, the client keys."""
+    """What one configuration makes: the router, its upstream pools, the client keys, the
+    rate limits, the access log and the response cache (``observed``: any of those is on)."""
 
-    __slots__ = ("config", "keys", "router", "transport")
+    __slots__ = (
+        "access",
+        "anonymous",
+        "cache",
+        "clients",
+        "config",
+        "keys",
+        "limits",
+        "observed",
+        "router",
+        "transport",
+    )
 
-    def __init__(self, config: RouterConfig, router: Router) -> None:
+    def __init__(
+        self, config: RouterConfig, router: Router, limits: RateLimits | None = None
+    ) -> None:
         self.config = config
         self.router = router
         self.transport = Transport(config.backends)
         self.keys = tuple(k.encode() for k in config.client_keys)
+        self.limits = limits
+        self.access = AccessLog(config.access_log) if config.access_log else None
+        self.clients, self.anonymous = client_keys(config)
+        self.cache: Any = None
+        if config.cache is not None:
+            from workbench.router.response_cache import ResponseCache  # workbench.cache
+
+            self.cache = ResponseCache(config.cache, redis_url=config.redis_url)
+        self.observed = limits is not None or self.access is not None or self.cache is not None
 
 
 class RouterService:
@@ -257,7 +305,10 @@ class RouterService:
     ) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._gen = _Generation(config, router or Router(config, clock=clock))
+        self._store: BucketStore | None = None
+        self._store_sig: tuple[Any, ...] | None = None
+        router = router or Router(config, clock=clock)
+        self._gen = _Generation(config, router, self._limits_for(config))
         self.budget = RetryBudget(config.retry_budget, clock=clock)
         self.reloads = 0
         self._retired: set[asyncio.Task[None]] = set()
@@ -279,6 +330,21 @@ class RouterService:
         """The upstream pools in force (new requests)."""
         return self._gen.transport
 
+    @property
+    def limits(self) -> RateLimits | None:
+        """The per-key rate limits in force (``None``: none configured)."""
+        return self._gen.limits
+
+    def _limits_for(self, config: RouterConfig) -> RateLimits | None:
+        """Rate limits for ``config``, keeping the bucket store across reloads that do not
+        change where it lives (local buckets keep their levels)."""
+        if not config.limits.enabled:
+            return None
+        signature = store_signature(config)
+        if self._store is None or signature != self._store_sig:
+            self._store, self._store_sig = make_store(config, self._clock), signature
+        return RateLimits(config.limits, self._store, clock=self._clock)
+
     def reload(self, config: RouterConfig, *, grace_s: float | None = None) -> None:
         """Switch to ``config`` without dropping a request (call in the server's loop).
 
@@ -289,7 +355,7 @@ class RouterService:
         """
         old = self._gen
         old.router.save_state()
-        self._gen = _Generation(config, Router(config, clock=self._clock))
+        self._gen = _Generation(config, Router(config, clock=self._clock), self._limits_for(config))
         self.budget.ratio = config.retry_budget
         self.reloads += 1
         grace = old.config.deadline_s if grace_s is None else grace_s
@@ -314,6 +380,15 @@ class RouterService:
     async def _retire(self, gen: _Generation, grace_s: float) -> None:
         await asyncio.sleep(grace_s)
         await gen.transport.close()
+        await self._close_extras(gen)
+
+    async def _close_extras(self, gen: _Generation) -> None:
+        if gen.access is not None:
+            gen.access.close()
+        if gen.cache is not None:
+            await gen.cache.aclose()
+        if gen.limits is not None and (gen is self._gen or gen.limits.store is not self._store):
+            await gen.limits.aclose()
 
     # -- request checks --------------------------------------------------------------------
 
@@ -340,15 +415,12 @@ class RouterService:
 
     async def _body(self, request: web.Request) -> tuple[bytes, dict[str, Any]] | web.Response:
         limit = self.config.max_body_bytes
-        length = request.content_length
-        if length is not None and length > limit:
-            return _error(413, f"request body of {length} bytes exceeds the limit of {limit}")
         try:
-            raw = await request.content.read(limit + 1)
+            raw = await read_limited(request, limit)
+        except BodyTooLarge as exc:
+            return _error(413, f"request body of {exc.size} bytes exceeds the limit of {limit}")
         except (ConnectionError, asyncio.IncompleteReadError):
             return _error(400, "the request body could not be read")
-        if len(raw) > limit:
-            return _error(413, f"request body exceeds the limit of {limit} bytes")
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -403,11 +475,36 @@ class RouterService:
         )
 
     async def _handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
-        resp = await self._route(request, endpoint)
+        gen = self._gen
+        if not gen.observed:
+            resp = await self._route(request, endpoint)
+        else:
+            ex = Exchange(self._clock())
+            try:
+                resp = await self._route(request, endpoint, ex)
+            except asyncio.CancelledError:
+                if gen.access is not None:  # the client went away: 499, as nginx logs it
+                    gen.access.write(endpoint, 499, ex, self._clock())
+                raise
+            self._observed(gen, endpoint, ex, resp)
         _REQUESTS.labels(endpoint, str(resp.status)).inc()
         return resp
 
-    async def _route(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+    def _observed(
+        self, gen: _Generation, endpoint: str, ex: Exchange, resp: web.StreamResponse
+    ) -> None:
+        """Settle the token charge, add the rate limit headers, write the access log line."""
+        decision = ex.decision
+        if decision is not None and gen.limits is not None:
+            gen.limits.settle(ex.client, decision, ex.tokens, attempted=ex.attempts > 0)
+            if decision.allowed and not decision.unavailable and not resp.prepared:
+                resp.headers.update(decision.headers())
+        if gen.access is not None:
+            gen.access.write(endpoint, resp.status, ex, self._clock())
+
+    async def _route(
+        self, request: web.Request, endpoint: str, ex: Exchange | None = None
+    ) -> web.StreamResponse:
         gen = self._gen  # one configuration for the whole request, whatever reloads meanwhile
         denied = self._denied(request)
         if denied is not None:
@@ -416,6 +513,105 @@ class RouterService:
         if isinstance(read, web.Response):
             return read
         raw, body = read
+        if ex is not None:
+            if gen.keys:
+                token = request.headers.get("Authorization", "")[7:].strip().encode()
+                ex.client = gen.clients.get(token, gen.anonymous)
+            else:
+                ex.client = gen.anonymous
+            if gen.limits is not None:
+                refused = await self._admit(gen, request, endpoint, body, ex)
+                if refused is not None:
+                    return refused
+            if gen.cache is not None and endpoint == "chat":
+                return await self._cached(gen, request, raw, body, ex)
+        return await self.forward(request, endpoint, raw, body, gen=gen, exchange=ex)
+
+    async def _cached(
+        self,
+        gen: _Generation,
+        request: web.Request,
+        raw: bytes,
+        body: dict[str, Any],
+        ex: Exchange,
+    ) -> web.StreamResponse:
+        """Answer a deterministic chat request from the response cache, or forward it and
+        store a successful answer (:mod:`workbench.router.response_cache`)."""
+        cache = gen.cache
+        key = cache.key_for(body, ex.client.id)
+        model = body.get("model")
+        if key is None or not isinstance(model, str) or not gen.router.known(model):
+            return await self.forward(request, "chat", raw, body, gen=gen, exchange=ex)
+        hit = await cache.get(key)
+        if hit is not None:
+            ex.request_id, ex.model, ex.cache = _client_request_id(request), model, "hit"
+            headers = {"x-request-id": ex.request_id, "x-workbench-cache": "hit"}
+            if hit[1]:
+                headers["x-workbench-backend"] = hit[1]
+            return web.Response(body=hit[0], content_type=_JSON, headers=headers)
+        resp = await self.forward(request, "chat", raw, body, gen=gen, exchange=ex)
+        ex.cache = "miss"
+        if not resp.prepared:
+            resp.headers["x-workbench-cache"] = "miss"
+            stored = resp.body if isinstance(resp, web.Response) else None
+            if resp.status == 200 and isinstance(stored, bytes) and ex.backend:
+                cache.put(key, stored, ex.backend)
+        return resp
+
+    async def _admit(
+        self,
+        gen: _Generation,
+        request: web.Request,
+        endpoint: str,
+        body: dict[str, Any],
+        ex: Exchange,
+    ) -> web.Response | None:
+        """The client key's rate limits: None when admitted, else the 429 (or 503) to send."""
+        assert gen.limits is not None
+        plan = ex.client.plan
+        reserve = estimate_prompt_tokens(endpoint, body) if plan.tpm else 0
+        decision = ex.decision = await gen.limits.admit(ex.client, reserve)
+        if decision.allowed:
+            return None
+        rid = ex.request_id = _client_request_id(request)
+        headers = {"x-request-id": rid, **decision.headers()}
+        if decision.unavailable:
+            return _error(
+                503,
+                "the rate limit store does not answer; retry shortly",
+                code="rate_limiter_unavailable",
+                headers=headers,
+            )
+        if decision.limited_by == "requests":
+            what = f"{plan.rpm} requests per minute"
+        else:
+            what = f"{plan.tpm} tokens per minute"
+        wait = headers["Retry-After"]
+        return _error(
+            429,
+            f"rate limit reached for this API key: {what}; retry in {wait} s",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+
+    async def forward(
+        self,
+        request: web.Request,
+        endpoint: str,
+        raw: bytes,
+        body: dict[str, Any],
+        *,
+        gen: _Generation | None = None,
+        request_id: str | None = None,
+        exchange: Exchange | None = None,
+    ) -> web.StreamResponse:
+        """Route and forward one parsed request: its checks, the plan, retries and fallback.
+
+        The ``/v1/*`` handlers call it once the client is authenticated and the body read;
+        the platform's ``execute`` (:mod:`workbench.router.platform`) calls it with a chat
+        body it built and a request id of its own.
+        """
+        gen = self._gen if gen is None else gen
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _error(400, "model must be a non-empty string", param="model")
@@ -428,10 +624,12 @@ class RouterService:
             )
         if endpoint == "chat" and not isinstance(body.get("messages"), list):
             return _error(400, "messages must be a list", param="messages")
-        rid = request.headers.get("x-request-id", "")
+        rid = request.headers.get("x-request-id", "") if request_id is None else request_id
         if not 0 < len(rid) <= 128 or not rid.isprintable():
             rid = uuid.uuid4().hex
         headers = {"x-request-id": rid}
+        if exchange is not None:
+            exchange.request_id, exchange.model = rid, model
         deadline = self._clock() + gen.config.deadline_s
         text = _request_text(endpoint, body)
         stream = body.get("stream") is True
@@ -452,10 +650,22 @@ class RouterService:
                 tried.append(backend.name)
                 continue
             attempts += 1
+            if exchange is not None:
+                exchange.attempts, exchange.backend = attempts, backend.name
             _INFLIGHT.labels(backend.name).inc()
             try:
                 result = await self._attempt(
-                    gen, request, backend, endpoint, raw, body, model, stream, rid, deadline
+                    gen,
+                    request,
+                    backend,
+                    endpoint,
+                    raw,
+                    body,
+                    model,
+                    stream,
+                    rid,
+                    deadline,
+                    exchange=exchange,
                 )
             finally:
                 _INFLIGHT.labels(backend.name).dec()
@@ -518,6 +728,8 @@ class RouterService:
         stream: bool,
         rid: str,
         deadline: float,
+        *,
+        exchange: Exchange | None = None,
     ) -> web.StreamResponse | _Failure:
         cfg = backend.config
         upstream = gen.transport[cfg.name]
@@ -551,6 +763,8 @@ class RouterService:
             )
             _UPSTREAM.labels(cfg.name, reason).inc()
             _LATENCY.labels(cfg.name).observe(latency)
+            if exchange is not None:
+                exchange.upstream_s, exchange.tokens = latency, kw.get("tokens", 0)
 
         try:
             try:
@@ -642,12 +856,15 @@ class RouterService:
             include = bool((body.get("stream_options") or {}).get("include_usage"))
             translator = translate.StreamTranslator(cfg.kind, model, include_usage=include)
         out: web.StreamResponse | None = None
+        before_last = last = b""  # the stream's end, where an OpenAI stream reports usage
         try:
             async for data in resp.chunks():
                 if translator is not None:
                     data = translator.feed(data)
                     if not data:
                         continue
+                else:
+                    before_last, last = last, data
                 if out is None:
                     # Headers go out with the first bytes: until then a failure can still be
                     # retried elsewhere, since the client has seen nothing.
@@ -686,7 +903,11 @@ class RouterService:
             finish(False, None, "error")
             return _Failure(502, "error", f"backend {cfg.name!r} sent an empty stream")
         else:
-            finish(True, 200, "ok", tokens=translator.tokens if translator is not None else 0)
+            if translator is not None:
+                tokens = translator.tokens
+            else:
+                tokens = sse_usage_tokens(before_last[-4096:] + last)
+            finish(True, 200, "ok", tokens=tokens)
         await out.write_eof()
         return out
 
@@ -728,6 +949,9 @@ class RouterService:
         for task in list(self._retired):
             task.cancel()
         await self.transport.close()
+        await self._close_extras(self._gen)
+        if self._store is not None:  # a reload may have switched the limits off
+            await self._store.aclose()
 
 
 #: Where :func:`create_app` keeps its :class:`RouterService`.
@@ -759,6 +983,7 @@ def create_app(
     r.add_get("/health", service.health)
     r.add_get("/metrics", service.metrics_route)
     r.add_route("*", "/v1/{tail:.*}", service.unknown_route)
+    add_platform_routes(app, service, config_path=config_path)
 
     probes: list[asyncio.Task[None]] = []
 
@@ -828,6 +1053,12 @@ def serve(
         )
     if workers < 1:
         raise ConfigError(f"--workers={workers}: must be >= 1", details={"field": "workers"})
+    if workers > 1 and config.limits.enabled and config.redis_url is None:
+        raise ConfigError(
+            f"--workers={workers} with [router.limits] needs [router] redis_url: local buckets "
+            "are per process, so each worker would allow the whole limit",
+            details={"field": "router.redis_url"},
+        )
     logger.info("router serving on http://%s:%d with %d worker(s)", host, port, workers)
     if workers == 1:
         _run_worker(config, host, port, False, config_path)
