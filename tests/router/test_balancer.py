@@ -201,6 +201,35 @@ def test_p2c_error_penalty_lapses_after_one_cooldown() -> None:
     assert after["a"] > 0.2 * 600, after
 
 
+def test_least_outstanding_breaks_ties_by_latency() -> None:
+    """At low load every backend has nothing in flight; the tie goes to the faster one (so a
+    slow backend does not keep its full share), and in-flight counts still come first."""
+    router, _ = make(strategy="least-outstanding")
+    latency = {"a": 0.01, "b": 0.2, "c": 0.05}
+    for s in router.backends:
+        router.start(s)
+        router.finish(s, Outcome(True, latency[s.name]))
+    assert {router.plan("chat")[0].name for _ in range(20)} == {"a"}
+    a = router.backend("a")
+    router.start(a)
+    assert {router.plan("chat")[0].name for _ in range(20)} == {"c"}
+
+
+def test_an_ejection_never_outlasts_one_open_wait() -> None:
+    """However long a backend keeps failing, the default outlier detector's doubling
+    ejections stop at the breaker's open_s, so a recovered backend is back within one."""
+    router, clock = make(breaker=BreakerConfig(size=1000, min_calls=1000, open_s=30.0))
+    a = router.backend("a")
+    longest = 0.0
+    for _ in range(12):  # twelve ejections in a row: 10, 20, 30, 30, ... s
+        for _ in range(router.outlier.consecutive):
+            clock.advance(max(0.0, a.ejected_until - clock.now) + 0.001)
+            router.start(a)
+            router.finish(a, Outcome(False, 0.001, status=503))
+        longest = max(longest, a.ejected_until - clock.now)
+    assert a.ejections >= 3 and longest == pytest.approx(30.0), (a.ejections, longest)
+
+
 def test_cost_picks_the_cheapest_then_the_fastest() -> None:
     router, _ = make(
         backend("dear", cost_per_1k_tokens=5.0),

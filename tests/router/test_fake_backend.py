@@ -200,3 +200,30 @@ def test_knobs_are_validated() -> None:
         FakeKnobs(latency="uniform")
     with pytest.raises(InputError, match="fail_mode"):
         FakeKnobs(fail_mode="explode")
+
+
+def test_truncate_after_sends_that_many_frames_then_drops_the_connection() -> None:
+    """A streamed answer cut after k frames: the client reads k whole SSE frames of one
+    answer (no ``[DONE]``), then the connection breaks."""
+
+    async def read_until_broken(url: str) -> tuple[bytes, bool]:
+        body = {"model": "m", "stream": True}
+        got, broken = b"", False
+        async with aiohttp.ClientSession() as s, s.post(url, json=body) as r:
+            try:
+                async for data in r.content.iter_any():
+                    got += data
+            except aiohttp.ClientError:
+                broken = True
+        return got, broken
+
+    with run_fake_backend(
+        models=("m",), fail_mode="truncate", truncate_after=3, stream_chunks=6
+    ) as fake:
+        raw, broken = asyncio.run(read_until_broken(fake.openai_url + "/chat/completions"))
+        frames = _sse(raw)
+        assert broken and len(frames) == 3 and "[DONE]" not in frames
+        assert len({f["id"] for f in frames}) == 1
+        assert frames[0]["choices"][0]["delta"]["content"].startswith("fake says")
+    with pytest.raises(InputError, match="truncate_after"):
+        FakeKnobs(truncate_after=0)

@@ -14,7 +14,9 @@ Strategies (name-keyed registry :data:`STRATEGIES`, the names of ``[router] stra
 ``weighted``
     At random in proportion to ``weight``.
 ``least-outstanding``
-    Fewest requests in flight; ties at random.
+    Fewest requests in flight; ties by the P2C score's latency part (decayed peak-EWMA
+    latency plus any error penalty), then at random. At low load most backends have nothing
+    in flight, and ties broken at random alone would send a slow backend its full share.
 ``p2c-ewma``
     Power of two choices (Mitzenmacher): two distinct backends at random, the one with the
     lower ``peak_ewma_latency * (outstanding + 1)`` wins (Finagle's and Linkerd's balancer).
@@ -315,7 +317,9 @@ class LeastOutstanding(_Stateless):
         now: float,
         rng: random.Random,
     ) -> int:
-        return _random_min([c.outstanding for c in candidates], rng)
+        return _random_min(
+            [(c.outstanding, c.latency(now) + c.penalty(now)) for c in candidates], rng
+        )
 
 
 class P2CEwma(_Stateless):
@@ -399,7 +403,8 @@ class Router:
         config: The router configuration.
         clock: Monotonic seconds (breakers, EWMAs, ejections all read it).
         rng: Random source of the strategies (seeded by tests).
-        outlier: The passive outlier detector (defaults: 5 errors in a row, 10 s, 300 s cap).
+        outlier: The passive outlier detector (defaults: 5 errors in a row, ejected for 10 s
+            doubling up to the breaker's open_s, so an ejection never outlasts one open wait).
         ewma_tau_s: Time constant of the latency EWMA (Finagle's 10 s).
         error_penalty_s: Least latency an error counts as (see ``p2c-ewma``).
         max_tracked: Request ids remembered for feedback (oldest dropped first).
@@ -424,7 +429,12 @@ class Router:
         self.config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        self.outlier = outlier or OutlierDetector()
+        if outlier is None:
+            # An ejection never outlasts one open wait of the breaker: a backend that
+            # recovered gets traffic back within one cooldown, however long it was out.
+            cap = config.breaker.open_s
+            outlier = OutlierDetector(base_s=min(10.0, cap), max_s=cap)
+        self.outlier = outlier
         self.error_penalty_s = float(error_penalty_s)
         self.max_tracked = int(max_tracked)
         breaker_kw = config.breaker.kwargs()

@@ -59,7 +59,10 @@ class FakeKnobs:
         quality: Quality signal in [0, 1] sent as ``x-fake-quality``.
         fail_mode: ``None``; ``"garbage"`` (200 with a non-JSON body); ``"close"`` (the
             connection is dropped before any answer); ``"truncate"`` (a streamed answer
-            stops after its first chunk, a whole one after half its promised body).
+            stops after ``truncate_after`` frames, a whole one after half its promised body).
+        truncate_after: Frames of a streamed answer sent before ``"truncate"`` drops the
+            connection (the first frames are content chunks; later ones the usage and
+            ``[DONE]``).
         api_key: When set, requests must carry it (``Authorization: Bearer`` or
             ``x-api-key``) or get 401.
         embedding_dims: Length of each embedding vector.
@@ -79,6 +82,7 @@ class FakeKnobs:
     completion_tokens: int = 8
     quality: float = 1.0
     fail_mode: str | None = None
+    truncate_after: int = 1
     api_key: str | None = field(default=None, repr=False)
     embedding_dims: int = 8
     seed: int = 0
@@ -104,7 +108,7 @@ class FakeKnobs:
                 raise bad(key, "a fraction in [0, 1]")
         if self.error_rate + self.rate_429 > 1.0:
             raise bad("error_rate", "error_rate + rate_429 <= 1")
-        for key in ("stream_chunks", "completion_tokens", "embedding_dims"):
+        for key in ("stream_chunks", "completion_tokens", "embedding_dims", "truncate_after"):
             if getattr(self, key) < 1:
                 raise bad(key, "an integer >= 1")
         if self.fail_mode not in (None, "garbage", "close", "truncate"):
@@ -279,7 +283,8 @@ class FakeBackend:
                 if i and pause:
                     await asyncio.sleep(pause)
                 await resp.write(frame)
-                if i == 0 and self.knobs.fail_mode == "truncate" and request.transport is not None:
+                cut = i + 1 == self.knobs.truncate_after and self.knobs.fail_mode == "truncate"
+                if cut and request.transport is not None:
                     request.transport.close()
                     return resp
             await resp.write_eof()
