@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 import aiohttp
+from yarl import URL
 
 from workbench.errors import BackendUnavailable, WaitTimeout
 from workbench.router.config import BackendConfig
@@ -143,6 +144,7 @@ class Upstream:
         if config.kind == "anthropic":
             self._headers["anthropic-version"] = ANTHROPIC_VERSION
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}  # by path: parsed once, not on every request
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -181,10 +183,11 @@ class Upstream:
         timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=min(self.config.connect_timeout_s, timeout_s)
         )
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base + path)
         try:
-            resp = await self._client().post(
-                self.base + path, data=body, headers=headers, timeout=timeout
-            )
+            resp = await self._client().post(url, data=body, headers=headers, timeout=timeout)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _translate(self.name, exc, timeout_s) from None
         return UpstreamResponse(self.name, resp, timeout_s)
