@@ -1,5 +1,6 @@
-"""Test problems with known optima: Branin, Hartmann6, BraninCurrin and an LLM-parameter
-simulator over a mixed space.
+"""Test problems with known optima: Branin, Hartmann6, Levy, Ackley, Rosenbrock,
+Styblinski-Tang (and a mixed-integer/categorical variant of it), BraninCurrin and an
+LLM-parameter simulator over a mixed space.
 
 Each problem is a :class:`Problem`: a search space, objective directions, ``__call__(params)
 -> outcomes`` and what is known of its optimum. Pure numpy, so benchmarks of other tools
@@ -28,12 +29,17 @@ __all__ = [
     "PROBLEMS",
     "LLMSimulator",
     "Problem",
+    "ackley",
     "branin",
     "branin_currin",
     "get_problem",
     "hartmann6",
+    "levy",
     "llm_best_within",
     "llm_problem",
+    "rosenbrock",
+    "styblinski_tang",
+    "styblinski_tang_mixed",
 ]
 
 
@@ -346,11 +352,148 @@ def llm_problem(task_type: str = "reasoning") -> Problem:
     )
 
 
+# ----- Levy, Ackley, Rosenbrock, Styblinski-Tang (any dimension) ---------------------------------
+def _vector_problem(
+    name: str,
+    dim: int,
+    bounds: tuple[float, float],
+    fn: Callable[[np.ndarray], float],
+    optimum: float,
+    x_opt: float,
+) -> Problem:
+    """A minimisation problem on ``bounds^dim`` over parameters ``x0 .. x{dim-1}``, whose
+    minimum ``optimum`` is at every coordinate equal to ``x_opt``."""
+    if not 1 <= dim <= 64:
+        raise InputError(f"{name}: dim={dim} must be in [1, 64]", details={"field": "dim"})
+    names = [f"x{i}" for i in range(dim)]
+    space = SearchSpace({n: Real(*bounds) for n in names})
+
+    def f(p: Mapping[str, Any]) -> dict[str, float]:
+        return {"y": float(fn(np.array([float(p[n]) for n in names])))}
+
+    return Problem(
+        f"{name}{dim}",
+        space,
+        {"y": "minimize"},
+        f,
+        optimum=optimum,
+        optimal_params=dict.fromkeys(names, x_opt),
+    )
+
+
+def _levy_array(x: np.ndarray) -> float:
+    w = 1 + (x - 1) / 4
+    head = np.sin(math.pi * w[0]) ** 2
+    body = np.sum((w[:-1] - 1) ** 2 * (1 + 10 * np.sin(math.pi * w[:-1] + 1) ** 2))
+    tail = (w[-1] - 1) ** 2 * (1 + np.sin(2 * math.pi * w[-1]) ** 2)
+    return float(head + body + tail)
+
+
+def levy(dim: int = 4) -> Problem:
+    """Levy on ``[-10, 10]^dim``, minimum 0 at ``(1, ..., 1)``; many local minima."""
+    return _vector_problem("levy", dim, (-10.0, 10.0), _levy_array, 0.0, 1.0)
+
+
+def _ackley_array(x: np.ndarray) -> float:
+    d = len(x)
+    a = -20 * math.exp(-0.2 * math.sqrt(float(np.sum(x**2)) / d))
+    b = -math.exp(float(np.sum(np.cos(2 * math.pi * x))) / d)
+    return a + b + 20 + math.e
+
+
+def ackley(dim: int = 5) -> Problem:
+    """Ackley on ``[-32.768, 32.768]^dim``, minimum 0 at the origin: a nearly flat outer
+    region, local minima near every integer point, one narrow central basin."""
+    return _vector_problem("ackley", dim, (-32.768, 32.768), _ackley_array, 0.0, 0.0)
+
+
+def _rosenbrock_array(x: np.ndarray) -> float:
+    return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (x[:-1] - 1) ** 2))
+
+
+def rosenbrock(dim: int = 4) -> Problem:
+    """Rosenbrock on ``[-5, 10]^dim`` (``dim >= 2``), minimum 0 at ``(1, ..., 1)`` at the end
+    of a long, curved, flat valley."""
+    if dim < 2:
+        raise InputError(f"rosenbrock: dim={dim} must be >= 2", details={"field": "dim"})
+    return _vector_problem("rosenbrock", dim, (-5.0, 10.0), _rosenbrock_array, 0.0, 1.0)
+
+
+#: Minimiser and minimum of Styblinski-Tang's one-dimensional term ``(x^4 - 16 x^2 + 5 x) / 2``
+#: (the negative root of ``4 x^3 - 32 x + 5``); the other local minimum, at 2.7468, is
+#: -25.0294, so each coordinate in the wrong basin costs 14.14.
+ST_X_OPT = -2.903534027771178
+ST_MIN_PER_DIM = -39.16616570377142
+
+
+def _st_terms(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (x**4 - 16 * x**2 + 5 * x)
+
+
+def styblinski_tang(dim: int = 8) -> Problem:
+    """Styblinski-Tang on ``[-5, 5]^dim``, minimum ``-39.16617 * dim`` at every coordinate
+    -2.903534; ``2^dim`` basins, one per choice of sign of each coordinate."""
+    return _vector_problem(
+        "styblinskitang",
+        dim,
+        (-5.0, 5.0),
+        lambda x: float(np.sum(_st_terms(x))),
+        ST_MIN_PER_DIM * dim,
+        ST_X_OPT,
+    )
+
+
+#: Per choice of ``scale`` of :func:`styblinski_tang_mixed`: weight of the integer terms and
+#: an offset, so the choice with the deepest integer terms is also the most penalised one.
+_MIXED_SCALE = {"a": (1.0, 10.0), "b": (0.5, 0.0), "c": (1.5, 20.0)}
+
+
+def styblinski_tang_mixed() -> Problem:
+    """A mixed-integer/categorical Styblinski-Tang: three real coordinates ``x0..x2`` in
+    ``[-5, 5]``, two integers ``n0, n1`` in ``[-5, 5]`` and a categorical ``scale`` in
+    ``{a, b, c}`` that weights the integer terms and adds an offset.
+
+    ``y = ST(x) + w(scale) * ST(n) + offset(scale)``, minimised. The integer terms are
+    smallest at -3 (-39.0 each), so the minimum is ``3 * -39.16617 + 1.5 * 2 * -39 + 20 =
+    -214.4985`` with ``scale = c``; the best with ``a`` is 29.0 worse, with ``b`` 58.0.
+    """
+    reals = ["x0", "x1", "x2"]
+    ints = ["n0", "n1"]
+    space = SearchSpace(
+        {
+            **{n: Real(-5.0, 5.0) for n in reals},
+            **{n: Int(-5, 5) for n in ints},
+            "scale": Categorical(list(_MIXED_SCALE)),
+        }
+    )
+
+    def f(p: Mapping[str, Any]) -> dict[str, float]:
+        weight, offset = _MIXED_SCALE[str(p["scale"])]
+        x = np.array([float(p[n]) for n in reals])
+        k = np.array([float(p[n]) for n in ints])
+        return {"y": float(np.sum(_st_terms(x)) + weight * np.sum(_st_terms(k)) + offset)}
+
+    optimal: dict[str, Any] = {**dict.fromkeys(reals, ST_X_OPT), "n0": -3, "n1": -3, "scale": "c"}
+    return Problem(
+        "styblinskitang_mixed",
+        space,
+        {"y": "minimize"},
+        f,
+        optimum=3 * ST_MIN_PER_DIM + 1.5 * 2 * -39.0 + 20.0,
+        optimal_params=optimal,
+    )
+
+
 PROBLEMS: dict[str, Callable[[], Problem]] = {
+    "ackley5": ackley,
     "branin": branin,
     "branincurrin": branin_currin,
     "hartmann6": hartmann6,
+    "levy4": levy,
     "llm": llm_problem,
+    "rosenbrock4": rosenbrock,
+    "styblinskitang8": styblinski_tang,
+    "styblinskitang_mixed": styblinski_tang_mixed,
 }
 
 
