@@ -787,7 +787,9 @@ class BreakerSet(Generic[AnyBreaker]):
             return b
 
     def states(self) -> dict[str, str]:
-        return {name: b.state for name, b in list(self._breakers.items())}
+        with self._lock:  # get() reorders under the lock; copy under it too
+            held = list(self._breakers.items())
+        return {name: b.state for name, b in held}
 
     def worst(self) -> str:
         """``OPEN`` if any breaker is open, else ``HALF_OPEN`` if any is, else ``CLOSED``."""

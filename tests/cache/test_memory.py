@@ -243,6 +243,30 @@ def test_expired_entries_free_their_budget_on_the_next_writes() -> None:
     assert tier.bytes_used == charge("fresh", b"f") + 3 * charge("n0", b"n")
 
 
+class _ReorderedOnIteration(OrderedDict):  # type: ignore[type-arg]
+    """A dict that a lock-free reader reorders (``move_to_end``, as ``MemoryTier.get`` does)
+    right after an iterator over it is made: the interleaving two bytecodes apart that broke
+    a write during a Redis outage with ``RuntimeError: OrderedDict mutated during iteration``."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        it = super().__iter__()
+        if len(self) > 1:
+            self.move_to_end(next(super().__iter__()))
+        return it
+
+
+def test_a_reader_reordering_during_a_writes_sweep_does_not_fail_the_write() -> None:
+    clock = FakeClock()
+    tier = MemoryTier(max_bytes=4096, clock=clock)
+    for i in range(4):
+        tier.set(f"k{i}", b"v", 1.0)
+    tier._data = _ReorderedOnIteration(tier._data)
+    tier.set("new", b"n")  # raised RuntimeError before
+    assert tier.get("new") == b"n" and len(tier) == 5
+    held = dict(tier._data)
+    assert tier.bytes_used == sum(entry[3] for entry in held.values())
+
+
 def test_threads_keep_the_byte_count_exact() -> None:
     """Eight threads writing, reading, expiring and deleting over a small budget: afterwards
     the byte count equals the sum of what the tier holds and never exceeded the budget."""

@@ -137,8 +137,12 @@ class MemoryTier:
     def live_keys(self) -> Iterator[str]:
         """Live keys, least recently used first (a snapshot)."""
         now = self._clock()
-        for key, entry in list(self._data.items()):
-            if entry[1] == _INF or entry[1] > now:
+        # list(dict) is one C call that allocates nothing the garbage collector tracks, so no
+        # Python code (a finaliser) can run and let a reader reorder the dict while it copies;
+        # list(dict.items()) allocates a tuple per entry and gives no such guarantee.
+        for key in list(self._data):
+            entry = self._data.get(key)
+            if entry is not None and (entry[1] == _INF or entry[1] > now):
                 yield key
 
     # -- writes ------------------------------------------------------------------------------
@@ -224,13 +228,19 @@ class MemoryTier:
     def _sweep(self, n: int) -> None:
         """Drop expired entries among the ``n`` least recently used (lock held).
 
-        Readers reorder the dict without the lock (``move_to_end``), so the keys are taken
-        with one C-level call (``list(islice(...))``, atomic under the GIL), never by a Python
-        loop over the live dict, which another thread's reorder would break."""
+        Readers reorder the dict without the lock (``move_to_end``). The keys are drained by
+        one C-level call (``list(islice(...))``), never by a Python loop over the live dict,
+        but a reader can still run between creating the iterator and draining it (they are
+        two bytecodes); the iterator then raises ``RuntimeError`` and this write sweeps
+        nothing: the sweep is opportunistic and the next write does it."""
         if not self._data:
             return
+        try:
+            oldest = list(itertools.islice(self._data, n))
+        except RuntimeError:  # reordered by a reader after the iterator was made
+            return
         now = self._clock()
-        for key in list(itertools.islice(self._data, n)):
+        for key in oldest:
             entry = self._data.get(key)
             if entry is not None and entry[1] != _INF and entry[1] <= now:
                 del self._data[key]
