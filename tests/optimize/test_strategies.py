@@ -204,3 +204,27 @@ def test_a_fallback_is_recorded_in_the_trial_and_a_retry_keeps_the_model(
     assert "not positive definite" in (meta.get("reason") or meta["retried"])
     assert opt.to_dict()["trials"][-1]["metadata"] == meta
     assert Optimizer.from_dict(opt.to_dict()).trials[-1].metadata == meta
+
+
+def test_a_single_suggestion_uses_analytic_logei_and_batches_qlognei() -> None:
+    """One objective, nothing pending, one suggestion: analytic LogEI (no baseline). A batch,
+    or a suggestion while another is pending, conditions on the others: qLogNEI."""
+    space = {"a": Real(0, 1), "b": Real(0, 1)}
+    opt = Optimizer(space, {"y": "minimize"}, seed=0)
+    for _ in range(8):
+        t = opt.ask()
+        opt.tell(t, {"y": (t.params["a"] - 0.3) ** 2 + (t.params["b"] - 0.7) ** 2})
+    single = opt.ask()
+    assert single.metadata["phase"] == "model"
+    assert single.metadata["acquisition"] == "logei" and opt.last_info["baseline"] == 0
+    while_pending = opt.ask()  # `single` is still pending
+    assert while_pending.metadata["acquisition"] == "qlognei"
+    assert opt.last_info["baseline"] >= 1
+    for t in (single, while_pending):
+        opt.abandon(t)
+    batch = opt.ask_batch(3)  # the first slot alone, the others conditioned on it
+    assert {t.metadata["acquisition"] for t in batch} == {"logei+qlognei"}
+    off = Optimizer(space, {"y": "minimize"}, strategy=QLogNEI(analytic_single=False), seed=0)
+    for t in opt.completed:
+        off.tell(dict(t.params), dict(t.outcomes or {}))
+    assert off.ask().metadata["acquisition"] == "qlognei"

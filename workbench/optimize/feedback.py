@@ -249,8 +249,8 @@ class FeedbackLearner:
         seed: Seed of every per-task optimizer.
         latency_weight: Score lost per second of latency (>= 0).
         cost_weight: Score lost per unit of cost (>= 0).
-        strategy: Strategy of the per-task optimizers; ``"default"`` is qLogNEI after 5 Sobol
-            points (the rule-based profile is the first observation, so a short space-filling
+        strategy: Strategy of the per-task optimizers; ``"default"`` is the default
+            expected-improvement strategy after 5 Sobol points (the rule-based profile is the first observation, so a short space-filling
             warm-up suffices).
         store: Where the per-task studies persist (``None``: in memory only). Stored studies
             are loaded now; a study that cannot be read raises, rather than being dropped.

@@ -503,7 +503,9 @@ class Optimizer:
         self.n_asked += n
         now = self.clock()
         info = suggestion.info
-        meta: dict[str, Any] = {k: info[k] for k in ("phase", "reason", "retried") if k in info}
+        meta: dict[str, Any] = {
+            k: info[k] for k in ("phase", "reason", "retried", "acquisition") if k in info
+        }
         if info.get("truncated"):
             meta["truncated"] = True
         if info.get("phase") == "fallback":
