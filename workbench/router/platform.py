@@ -55,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
-import ipaddress
 import logging
 import math
 import multiprocessing
@@ -76,6 +75,7 @@ from workbench import metrics
 from workbench.config import load_settings
 from workbench.errors import WorkbenchError
 from workbench.router._body import BodyTooLarge, read_limited
+from workbench.router._net import is_loopback as _is_loopback
 from workbench.router.config import RouterConfig, load_config
 from workbench.router.rules import (
     COMPLEXITIES,
@@ -362,15 +362,6 @@ def target_model(config: RouterConfig, target: str) -> tuple[str, str]:
                     return name, f"tag {tag!r}"
         return tagged[0].models[0], f"tag {tag!r}"
     return config.backends[0].models[0], "default"
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _loopback_host_header(host: str) -> bool:
