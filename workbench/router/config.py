@@ -644,14 +644,20 @@ class RouterConfig:
         return config
 
 
-def _cache_from(raw: Any) -> ResponseCacheConfig:
-    """The ``[router.cache]`` table as a :class:`ResponseCacheConfig`."""
+def _table(key: str, raw: Any, cls: type) -> Mapping[str, Any]:
+    """``raw`` checked to be the TOML table ``[key]`` holding only fields of ``cls``."""
     if not isinstance(raw, Mapping):
-        raise _bad("router.cache", raw, "a [router.cache] table")
-    allowed = {f.name for f in fields(ResponseCacheConfig)}
+        raise _bad(key, raw, f"a [{key}] table")
+    allowed = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise _bad(f"router.cache.{unknown[0]}", raw[unknown[0]], f"one of {sorted(allowed)}")
+        raise _bad(f"{key}.{unknown[0]}", raw[unknown[0]], f"one of {sorted(allowed)}")
+    return raw
+
+
+def _cache_from(raw: Any) -> ResponseCacheConfig:
+    """The ``[router.cache]`` table as a :class:`ResponseCacheConfig`."""
+    raw = _table("router.cache", raw, ResponseCacheConfig)
     if "ttl_s" not in raw:
         raise _bad("router.cache.ttl_s", None, "a value (the key is required)")
     return ResponseCacheConfig(**raw)
@@ -659,25 +665,14 @@ def _cache_from(raw: Any) -> ResponseCacheConfig:
 
 def _limits_from(raw: Any) -> LimitsConfig:
     """The ``[router.limits]`` table (with its ``keys`` sub-tables) as a :class:`LimitsConfig`."""
-    if not isinstance(raw, Mapping):
-        raise _bad("router.limits", raw, "a [router.limits] table")
-    allowed = {f.name for f in fields(LimitsConfig)}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise _bad(f"router.limits.{unknown[0]}", raw[unknown[0]], f"one of {sorted(allowed)}")
-    kw = dict(raw)
+    kw = dict(_table("router.limits", raw, LimitsConfig))
     keys = kw.pop("keys", {})
     if not isinstance(keys, Mapping):
         raise _bad("router.limits.keys", keys, "[router.limits.keys.<ENV_NAME>] tables")
-    per_key = {f.name for f in fields(KeyLimits)}
     parsed = {}
     for name, table in keys.items():
         key = f"router.limits.keys.{name}"
-        if not isinstance(table, Mapping):
-            raise _bad(key, table, f"a [{key}] table")
-        unknown = sorted(set(table) - per_key)
-        if unknown:
-            raise _bad(f"{key}.{unknown[0]}", table[unknown[0]], f"one of {sorted(per_key)}")
+        table = _table(key, table, KeyLimits)
         # Checked here too, so a bad value names this key's own table.
         _limit_values(key, table.get("rpm"), table.get("tpm"), table.get("burst"))
         if not isinstance(table.get("unlimited", False), bool):
