@@ -95,10 +95,8 @@ def _learning_survives_a_restart(store: Any) -> None:
         return
     # A shared store holds the suggestions too: the restarted learner proposes what the stored
     # study proposes, and commits it as pending, so the other learner proposes another point.
-    from workbench.optimize.strategies import QLogNEI
-
     stored = store.load(f"{STUDY_PREFIX}reasoning")
-    stored.strategy = QLogNEI(n_init=5)
+    stored.strategy = again._strategy()
     expected = stored.ask().params
     suggested = again.suggest("reasoning")
     assert suggested == expected

@@ -71,6 +71,8 @@ def test_lean_posterior_matches_gpytorch() -> None:
 
 
 def test_fit_config_validation() -> None:
+    with pytest.raises(InputError, match="noise_prior"):
+        FitConfig(noise_prior="flat")
     with pytest.raises(InputError):
         FitConfig(refit_every=0)
     with pytest.raises(InputError):

@@ -128,6 +128,10 @@ class FitConfig:
             ``"matern"`` on spaces with integer or categorical columns; see the module
             docstring), ``"matern-gamma"``, or ``"matern"`` / ``"rbf"`` with BoTorch's
             dimension-scaled log-normal length-scale prior.
+        noise_prior: Prior of the learned noise: ``"gamma"`` (the default: Gamma(1.1, 30)
+            over a floor of 1e-6, see the module docstring) or ``"botorch"``
+            (SingleTaskGP's own, LogNormal(-4, 1) over 1e-4, milder on large noise; what
+            :class:`~workbench.optimize.feedback.FeedbackLearner` uses on noisy records).
     """
 
     refit_every: int = 8
@@ -135,8 +139,11 @@ class FitConfig:
     full_maxiter: int = 200
     mll_drop: float = 0.3
     kernel: str = "auto"
+    noise_prior: str = "gamma"
 
     def __post_init__(self) -> None:
+        if self.noise_prior not in ("gamma", "botorch"):
+            raise InputError(f"noise_prior={self.noise_prior!r} must be 'gamma' or 'botorch'")
         if self.refit_every < 1:
             raise InputError(f"refit_every={self.refit_every} must be >= 1")
         if self.warm_maxiter < 1 or self.full_maxiter < 1:
@@ -232,7 +239,7 @@ def _mll_value(mll: Any, model: Any) -> float:
 
 
 def _build(
-    x: Any, y: Any, kernel: str = "matern-gamma", yvar: Any = None
+    x: Any, y: Any, kernel: str = "matern-gamma", yvar: Any = None, noise_prior: str = "gamma"
 ) -> tuple[SingleTaskGP, Any]:
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
@@ -261,7 +268,7 @@ def _build(
             ard_num_dims=x.shape[-1], batch_shape=batch, use_rbf_kernel=kernel == "rbf"
         )
     likelihood = None
-    if yvar is None:
+    if yvar is None and noise_prior == "gamma":
         from gpytorch.constraints import GreaterThan
         from gpytorch.likelihoods import GaussianLikelihood
         from gpytorch.priors import GammaPrior
@@ -377,7 +384,7 @@ def fit_gp(
     warm_mll = -math.inf
     if usable:
         assert state is not None
-        warm_model, mll = _build(tx, ty, config.kernel, tv)
+        warm_model, mll = _build(tx, ty, config.kernel, tv, config.noise_prior)
         if _load(warm_model, state.hyperparameters):
             truncated = _optimise(mll, config.warm_maxiter, deadline)
             warm_mll = _mll_value(mll, warm_model)
@@ -393,7 +400,7 @@ def fit_gp(
     if need_full and (truncated or (deadline is not None and time.perf_counter() >= deadline)):
         truncated = True  # no time for the full fit: keep the warm start, retry next time
     elif need_full:
-        cold, mll = _build(tx, ty, config.kernel, tv)
+        cold, mll = _build(tx, ty, config.kernel, tv, config.noise_prior)
         truncated = _optimise(mll, config.full_maxiter, deadline)
         cold_mll = _mll_value(mll, cold)
         full = not truncated
@@ -402,7 +409,7 @@ def fit_gp(
     if model is None or not math.isfinite(mll_kept):
         # Both fits failed (near-duplicate points with a tiny noise): the prior's mode with a
         # noise floor always gives a positive-definite kernel matrix.
-        model, mll = _build(tx, ty, config.kernel, tv)
+        model, mll = _build(tx, ty, config.kernel, tv, config.noise_prior)
         if tv is None:
             with torch.no_grad():
                 model.likelihood.noise = torch.full_like(model.likelihood.noise, 1e-2)
