@@ -239,7 +239,8 @@ def test_the_collection_is_valid(tmp_path: Path) -> None:
     mutants.copy_tree(ROOT, copy)
     found = mutants.load_mutants()
     assert len(found) >= 4
-    assert {m.expected for m in found} == {mutants.KILLED, mutants.SURVIVED}
+    assert {m.expected for m in found} <= {mutants.KILLED, mutants.SURVIVED}
+    assert any(m.expected == mutants.KILLED for m in found)
     for m in found:
         for check in m.checks:
             file_part, _, rest = check.partition("::")
