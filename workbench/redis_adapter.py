@@ -443,25 +443,38 @@ class RedisAdapter:
             ms = int(self.client.pttl(key))
         return None if ms < 0 else ms / 1000.0
 
-    def scan(self, pattern: str = "*", *, count: int = 500) -> Iterator[str]:
+    def scan(self, pattern: str = "*", *, count: int = 500, unique: bool = True) -> Iterator[str]:
         """Keys under this adapter's prefix matching ``pattern`` (SCAN, never KEYS).
 
         The pattern is relative to the prefix; yielded keys are full keys. On a cluster
         every master is scanned (redis-py's ``RedisCluster.scan_iter`` keeps one cursor per
-        master).
+        master). SCAN itself may return a key more than once (when a keyspace's hash table
+        is resized between two rounds); with ``unique`` (the default) each key is yielded
+        once, at the cost of remembering every key yielded. ``unique=False`` streams in
+        constant memory for callers that do not mind repeats (deletion, say).
         """
+        seen: set[str] = set()
         with self.errors():
             for raw in self.client.scan_iter(match=self.prefix + pattern, count=count):
-                yield raw.decode() if isinstance(raw, bytes) else str(raw)
+                key = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if unique:
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                yield key
 
     def delete_prefixed(self, pattern: str = "*") -> int:
-        """Delete every key under the prefix matching ``pattern``; returns how many."""
+        """Delete every key under the prefix matching ``pattern``; returns how many.
+
+        Streams the scan (``unique=False``): a key SCAN repeats is deleted already, and
+        deleting it again counts nothing.
+        """
         if not self.prefix and pattern == "*":
             raise InputError("refusing to delete every key of a Redis without a prefix")
         deleted = 0
-        batch: list[str] = []
-        for key in self.scan(pattern):
-            batch.append(key)
+        batch: set[str] = set()
+        for key in self.scan(pattern, unique=False):
+            batch.add(key)
             if len(batch) >= 500:
                 deleted += self.delete(*batch)
                 batch.clear()

@@ -174,7 +174,8 @@ class RedisServer:
     Use it as a context manager (it starts on entry and is killed on exit, even when the test
     failed); :func:`throwaway_redis` is the simpler form for tests that never stop it. With
     ``persistent=True`` it keeps an append-only file synced on every write, so a restart
-    comes back with the data it had (what a stale-read test needs).
+    comes back with the data it had (what a stale-read test needs). ``extra_args`` go on
+    its command line after the defaults (``["--enable-debug-command", "yes"]``, say).
 
     Attributes:
         port: Its port, the same across restarts.
@@ -187,12 +188,14 @@ class RedisServer:
         *,
         persistent: bool = False,
         startup_timeout_s: float = 10.0,
+        extra_args: Iterable[str] = (),
     ) -> None:
         path = shutil.which(executable)
         if path is None:
             raise FileNotFoundError(f"{executable} is not on PATH")
         self._path = path
         self.persistent = persistent
+        self.extra_args = list(extra_args)
         self.startup_timeout_s = startup_timeout_s
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -208,7 +211,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
-        args += ["--dir", self._workdir]
+        args += ["--dir", self._workdir, *self.extra_args]
         self.proc = subprocess.Popen(
             [self._path, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
