@@ -108,6 +108,36 @@ def test_streaming_is_passed_through_chunk_by_chunk() -> None:
         assert frames[-1] == "[DONE]" and len(frames) == 5
 
 
+def test_a_stream_s_headers_leave_with_its_first_event() -> None:
+    """The status line and headers of a streamed answer go out in the same write as the
+    first event, so a client's first read holds both (aiohttp's ``StreamResponse`` sends
+    headers on their own unless told otherwise; see ``server._EventStream``). Over loopback
+    one small write arrives as one segment, so every first read must hold an event."""
+    from aiohttp import web
+
+    assert web.StreamResponse._send_headers_immediately is True  # what aiohttp does today
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    with (
+        fakes({"stream_chunks": 3, "chunk_interval_ms": 20}) as (f,),
+        router([backend_entry(f, "a")]) as url,
+    ):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            for _ in range(20):
+                sock.sendall(request)
+                first = sock.recv(65536)
+                assert first.startswith(b"HTTP/1.1 200") and b"\r\n\r\n" in first
+                assert b"data: " in first.split(b"\r\n\r\n", 1)[1], first
+                rest = first
+                while not rest.endswith(b"0\r\n\r\n"):
+                    rest += sock.recv(65536)
+                assert b"data: [DONE]" in rest
+
+
 def test_client_keys_and_backend_keys() -> None:
     env = {"CLIENT_K": "client-secret", "BACKEND_K": "sk-backend-secret"}
     with (

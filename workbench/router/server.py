@@ -164,6 +164,20 @@ def _error(
     return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON, headers=headers)
 
 
+class _EventStream(web.StreamResponse):
+    """A streamed answer whose headers leave in the same write as its first bytes.
+
+    aiohttp's ``StreamResponse.prepare`` sends the headers at once, in a write (and a
+    client wake-up) of their own; ``web.Response`` instead holds them for the body, and
+    this class asks for that behaviour (``_send_headers_immediately``, which aiohttp reads
+    from the class; ``tests/router/test_server.py`` watches that it still does). The router
+    prepares a stream only once the backend's first bytes are in hand, so holding the
+    headers delays nothing and saves the client one read before its first event.
+    """
+
+    _send_headers_immediately = False
+
+
 def _error_event(message: str) -> bytes:
     """An SSE frame carrying an OpenAI error (how a stream that already started fails)."""
     err = {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
@@ -877,7 +891,7 @@ class RouterService:
                 if out is None:
                     # Headers go out with the first bytes: until then a failure can still be
                     # retried elsewhere, since the client has seen nothing.
-                    out = web.StreamResponse(
+                    out = _EventStream(
                         headers={
                             "Content-Type": "text/event-stream",
                             "Cache-Control": "no-cache",
@@ -886,7 +900,10 @@ class RouterService:
                         }
                     )
                     await out.prepare(request)
-                await out.write(data)
+                if translator is None and resp.at_eof():
+                    await out.write_eof(data)  # the last bytes and the end in one write
+                else:
+                    await out.write(data)
         except (UpstreamError, UpstreamTimeout) as exc:
             timed_out = isinstance(exc, UpstreamTimeout)
             finish(False, None, "timeout" if timed_out else "error")

@@ -113,6 +113,10 @@ class UpstreamResponse:
             self._resp.close()
             raise
 
+    def at_eof(self) -> bool:
+        """Whether the whole body has arrived and been handed out (the stream has ended)."""
+        return self._resp.content.at_eof()
+
     def release(self) -> None:
         """Return the connection to the pool (the body was read to its end)."""
         self._resp.release()
