@@ -127,6 +127,37 @@ def test_ttfb_client_reads_the_first_event_of_a_stream() -> None:
     assert failures == 0 and len(samples) == 30 and all(x > 0 for x in samples)
 
 
+def test_the_minimal_aiohttp_proxy_passes_streams_and_answers_through(tmp_path: Path) -> None:
+    """The TTFB part's floor (two processes sharing a port) proxies what the router does."""
+    import asyncio
+    import sys
+
+    import httpx
+
+    from workbench.testing import free_port
+
+    with run_fake_backend(models=("fake-model",)) as backend:
+        port = free_port()
+        cmd = [sys.executable, "-m", "workbench.reports.benchmarks.aiohttp_proxy"]
+        cmd += ["--upstream", backend.url, "--port", str(port), "--workers", "2"]
+        server = bench._Server(
+            "aiohttp-proxy", cmd, port=port, ready_path="/v1/models", folder=tmp_path
+        )
+        try:
+            url = server.url + "/v1/chat/completions"
+            samples, failures = asyncio.run(
+                bench._ttfb_async(url, bench.STREAM_BODY, requests=30, concurrency=3)
+            )
+            assert failures == 0 and len(samples) == 30
+            r = httpx.post(
+                url, content=bench.CHAT_BODY, headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+            assert backend.stats.requests["/v1/chat/completions"] == 31
+        finally:
+            server.stop()
+
+
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_decision_microbench_times_every_strategy(strategy: str) -> None:
     t = bench.decision_times(strategy, calls=300)

@@ -23,8 +23,10 @@ Parts (``workbench bench router --part NAME``, repeatable; all by default):
   most 5 ms. Where LiteLLM cannot sustain that rate (more than 1 % of its requests fail or
   time out), direct, ours and LiteLLM are measured again at :data:`LOW_RATE`.
 * ``ttfb``: time to the first body byte of a streamed chat completion, direct to the
-  emulated backend and through our router (4 clients in closed loop, at least 500 requests
-  each in a full run); target added p95 at most 2 ms.
+  emulated backend, through our router and through a minimal two-process aiohttp proxy
+  (:mod:`~workbench.reports.benchmarks.aiohttp_proxy`: one asyncio hop and nothing else,
+  the floor under any router on aiohttp), 4 clients in closed loop, at least 500 requests
+  each in a full run; target ours added p95 at most 2 ms.
 
 The backend: for ``throughput`` and ``latency`` every tool proxies one nginx that answers
 the chat completion (and ``/v1/models``) from a fixed body, its own process. The emulated
@@ -734,7 +736,8 @@ class _Stack:
 
     ``static``: nginx answering from a fixed body; ``fake``: ``workbench router fake-backend``;
     ``nginx``, ``router``, ``litellm``: proxies in front of ``static``; ``router-fake``: our
-    router in front of ``fake`` (for streaming).
+    router in front of ``fake`` (for streaming), and ``aiohttp-proxy``: the minimal aiohttp
+    proxy (:mod:`workbench.reports.benchmarks.aiohttp_proxy`) in front of it too.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -801,13 +804,17 @@ class _Stack:
             cmd = [sys.executable, "-m", "workbench.cli", "router", "fake-backend", "--port"]
             cmd += [str(port), "--models", MODEL, "--latency-ms", "0"]
             return _Server(name, cmd, port=port, ready_path="/v1/models", folder=folder)
-        upstream = self.url("fake" if name == "router-fake" else "static")
+        upstream = self.url("fake" if name in ("router-fake", "aiohttp-proxy") else "static")
         if upstream is None:
             self.missing[name] = "its backend did not start: " + "; ".join(self.missing.values())
             return None
         if name == "nginx":
             conf = _nginx_conf(folder, port, _proxy_block(port, _port_of(upstream)), workers=2)
             cmd = [str(nginx), "-p", str(folder), "-c", str(conf)]
+            return _Server(name, cmd, port=port, ready_path="/v1/models", folder=folder)
+        if name == "aiohttp-proxy":
+            cmd = [sys.executable, "-m", "workbench.reports.benchmarks.aiohttp_proxy"]
+            cmd += ["--upstream", upstream, "--port", str(port), "--workers", "2"]
             return _Server(name, cmd, port=port, ready_path="/v1/models", folder=folder)
         if name in ("router", "router-fake"):
             toml = _router_toml(folder, name, upstream)
@@ -1182,10 +1189,11 @@ def _open_loop_rows(
 
 def _ttfb(s: _Setup) -> list[Measurement]:
     per_tool, rounds, conc = int(s.n(2000, 200)), int(s.n(5, 2)), 4
-    urls = {"direct": s.stack.url("fake"), "workbench": s.stack.url("router-fake")}
+    servers = {"direct": "fake", "workbench": "router-fake", "aiohttp-proxy": "aiohttp-proxy"}
+    urls = {t: s.stack.url(srv) for t, srv in servers.items()}
     void = {
         t: s.stack.missing.get(srv, "did not start")
-        for t, srv in (("direct", "fake"), ("workbench", "router-fake"))
+        for t, srv in servers.items()
         if urls[t] is None
     }
     live = {t: u + "/v1/chat/completions" for t, u in urls.items() if u is not None}
@@ -1216,6 +1224,10 @@ def _ttfb(s: _Setup) -> list[Measurement]:
     notes = {
         "direct": "straight to workbench router fake-backend (0 ms, 4 chunks)",
         "workbench": "through workbench router serve --workers 2 to the same backend",
+        "aiohttp-proxy": (
+            "through the minimal aiohttp proxy (2 processes, no routing, auth or metrics) "
+            "to the same backend: the floor of one asyncio hop"
+        ),
     }
     for tool in urls:
         invalid = void.get(tool, "")
@@ -1240,23 +1252,33 @@ def _ttfb(s: _Setup) -> list[Measurement]:
                 )
             )
             params = {k: v for k, v in params.items() if k != "cdf_ms"}
-    added = [
-        a - b
-        for a, b in zip(
-            per_round["workbench"].get("p95_ms", []),
-            per_round["direct"].get("p95_ms", []),
-            strict=False,
+
+    def added(tool: str) -> list[float]:
+        pairs = zip(
+            per_round[tool].get("p95_ms", []), per_round["direct"].get("p95_ms", []), strict=False
         )
-    ]
+        return [a - b for a, b in pairs]
+
     out.append(
         _m(
             "added p95 time to first byte: router minus direct",
             "workbench",
             "added_p95_ms",
-            added,
+            added("workbench"),
             "per-round p95 minus direct p95 of adjacent rounds",
             target=2.0,
             invalid=void.get("workbench", "") or void.get("direct", ""),
+        )
+    )
+    out.append(
+        _m(
+            "added p95 time to first byte: minimal aiohttp proxy minus direct",
+            "aiohttp-proxy",
+            "added_p95_ms",
+            added("aiohttp-proxy"),
+            "per-round p95 minus direct p95 of adjacent rounds; what one asyncio hop costs "
+            "here before any routing, the floor under ours",
+            invalid=void.get("aiohttp-proxy", "") or void.get("direct", ""),
         )
     )
     return out
