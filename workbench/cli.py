@@ -99,10 +99,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"{name}\t{module}")
         return 0
     if args.markdown:
-        from workbench.reports.bench import load_run, markdown_table
+        from workbench.reports.bench import BenchRun, load_run, markdown_table
 
         names = args.suites or list(SUITES)
-        kind = "quick" if args.quick else "full"
+        parts = tuple(args.part or ())
+        kind = BenchRun("", [], {}, "", 0.0, args.quick, parts).kind  # the runs' file names
         paths = [Path(args.out) / f"{n}-{kind}-latest.json" for n in names]
         print(markdown_table([load_run(p) for p in paths if p.exists()]))
         return 0
@@ -181,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--markdown",
         action="store_true",
-        help="print the latest saved full runs as a Markdown table (no new run)",
+        help=(
+            "print the latest saved full runs (with --part, of those parts) as a Markdown "
+            "table (no new run)"
+        ),
     )
     p.set_defaults(func=_cmd_bench)
 

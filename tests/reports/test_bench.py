@@ -53,6 +53,22 @@ def test_every_registered_suite_has_a_run_function() -> None:
         assert callable(importlib.import_module(module).run), name
 
 
+def test_a_run_of_some_parts_never_replaces_the_latest_whole_run(tmp_path: Path) -> None:
+    from workbench.reports.bench import BenchRun, load_run, save_run
+
+    def run(parts: tuple[str, ...], quick: bool = False) -> BenchRun:
+        m = Measurement("a", "workbench", "ops", float(len(parts)), "ops/s")
+        return BenchRun("s", [m], {}, "2026-01-01T00:00:00+00:00", 1.0, quick, parts)
+
+    save_run(run(()), tmp_path)
+    assert save_run(run(("ttfb",)), tmp_path).name == "s-ttfb-20260101T000000Z.json"
+    save_run(run(("ttfb", "decision"), quick=True), tmp_path)
+    assert load_run(tmp_path / "s-full-latest.json")["measurements"][0]["value"] == 0.0
+    assert load_run(tmp_path / "s-ttfb-latest.json")["parts"] == ["ttfb"]
+    assert (tmp_path / "s-quick-ttfb+decision-latest.json").exists()
+    assert not (tmp_path / "s-quick-latest.json").exists()
+
+
 def test_markdown_table_lists_every_measurement_and_the_machine() -> None:
     from workbench.reports.bench import BenchRun, format_value, markdown_table
 

@@ -1,10 +1,12 @@
 """``workbench bench``: run registered benchmark suites, save JSON, plot, compare to baselines.
 
 A suite is a module in :data:`SUITES` with ``run(ctx: BenchContext) -> list[Measurement]``.
-Each run writes ``data/benchmarks/<suite>-<UTC timestamp>.json`` and
-``data/benchmarks/<suite>-latest.json`` holding the measurements and the machine they were
-taken on (CPU model, cores, Python and library versions, git commit), and a plotly HTML report
-under ``data/reports/``. Baselines are measurements of other tools taken in the same run
+Each run writes ``data/benchmarks/<suite>-full-<UTC timestamp>.json`` and
+``data/benchmarks/<suite>-full-latest.json`` (``quick`` for ``--quick``; a run of some parts
+only names them instead of ``full``, ``<suite>-<part>+<part>-...``, so it never replaces the
+latest whole run) holding the measurements and the machine they were taken on (CPU model,
+cores, Python and library versions, git commit), and a plotly HTML report under
+``data/reports/``. Baselines are measurements of other tools taken in the same run
 (``tool != "workbench"``), so a comparison never mixes machines or days.
 
 Benchmarks are never timed tests: tests check behaviour; this command measures.
@@ -140,9 +142,17 @@ class BenchRun:
     started_at: str
     seconds: float
     quick: bool
+    parts: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``full``, ``quick``, or the parts run (``ttfb``, ``quick-ttfb+decision``)."""
+        if not self.parts:
+            return "quick" if self.quick else "full"
+        return ("quick-" if self.quick else "") + "+".join(self.parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "format": "workbench-bench",
             "version": FORMAT_VERSION,
             "suite": self.suite,
@@ -152,6 +162,9 @@ class BenchRun:
             "machine": self.machine,
             "measurements": [m.to_dict() for m in self.measurements],
         }
+        if self.parts:
+            doc["parts"] = list(self.parts)
+        return doc
 
 
 def spread(samples: Sequence[float]) -> dict[str, Any]:
@@ -309,6 +322,7 @@ def run_suites(
             started_at=started.isoformat(timespec="seconds"),
             seconds=time.perf_counter() - t0,
             quick=ctx.quick,
+            parts=tuple(ctx.parts),
         )
         if save:
             save_run(result, Path(out_dir))
@@ -317,10 +331,11 @@ def run_suites(
 
 
 def save_run(run: BenchRun, out_dir: Path) -> Path:
-    """Write the run's JSON (timestamped and ``-latest``); returns the timestamped path."""
+    """Write the run's JSON (timestamped and ``-latest``, under :attr:`BenchRun.kind`);
+    returns the timestamped path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = run.started_at.replace(":", "").replace("-", "").replace("+0000", "Z")
-    kind = "quick" if run.quick else "full"
+    kind = run.kind
     text = json.dumps(run.to_dict(), indent=1, sort_keys=False) + "\n"
     path = out_dir / f"{run.suite}-{kind}-{stamp}.json"
     tmp = path.with_suffix(".tmp")
