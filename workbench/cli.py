@@ -99,11 +99,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"{name}\t{module}")
         return 0
     if args.markdown:
-        from workbench.reports.bench import BenchRun, load_run, markdown_table
+        from workbench.reports.bench import load_run, markdown_table, run_kind
 
         names = args.suites or list(SUITES)
-        parts = tuple(args.part or ())
-        kind = BenchRun("", [], {}, "", 0.0, args.quick, parts).kind  # the runs' file names
+        kind = run_kind(args.quick, tuple(args.part or ()))
         paths = [Path(args.out) / f"{n}-{kind}-latest.json" for n in names]
         print(markdown_table([load_run(p) for p in paths if p.exists()]))
         return 0

@@ -132,6 +132,14 @@ class BenchContext:
         yield from tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr)
 
 
+def run_kind(quick: bool, parts: Sequence[str] = ()) -> str:
+    """``full``, ``quick``, or the parts run (``ttfb``, ``quick-ttfb+decision``): the middle
+    of a saved run's file names."""
+    if not parts:
+        return "quick" if quick else "full"
+    return ("quick-" if quick else "") + "+".join(parts)
+
+
 @dataclass(frozen=True)
 class BenchRun:
     """The result of one suite: measurements plus where and when they were taken."""
@@ -146,10 +154,8 @@ class BenchRun:
 
     @property
     def kind(self) -> str:
-        """``full``, ``quick``, or the parts run (``ttfb``, ``quick-ttfb+decision``)."""
-        if not self.parts:
-            return "quick" if self.quick else "full"
-        return ("quick-" if self.quick else "") + "+".join(self.parts)
+        """The run's file-name kind (:func:`run_kind`)."""
+        return run_kind(self.quick, self.parts)
 
     def to_dict(self) -> dict[str, Any]:
         doc = {

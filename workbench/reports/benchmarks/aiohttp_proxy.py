@@ -26,6 +26,8 @@ from aiohttp import web
 
 __all__ = ["build_app", "main"]
 
+_JSON = "application/json"
+
 
 def build_app(upstream: str) -> web.Application:
     """The proxy's application: one client session to ``upstream`` (a base URL)."""
@@ -67,9 +69,6 @@ def build_app(upstream: str) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     return app
-
-
-_JSON = "application/json"
 
 
 def _serve(upstream: str, port: int, reuse_port: bool) -> None:
